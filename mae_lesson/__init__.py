@@ -1,0 +1,12 @@
+"""mae_lesson: Masked Autoencoders (He et al., CVPR 2022), built one concept per module.
+
+Lesson order: patch_embed, pos_embed, masking, transformer, loss, model, config, checkpoint,
+interop (Hugging Face), data, engine, pretrain, finetune.
+"""
+
+from .config import Config, bundled_config_names
+from .model import MAE
+from .utils import get_device, quick_mode, set_seed
+
+__all__ = ["MAE", "Config", "bundled_config_names", "set_seed", "get_device", "quick_mode"]
+__version__ = "0.1.0"

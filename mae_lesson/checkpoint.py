@@ -1,0 +1,98 @@
+"""Checkpoints are data, never code: atomic saves and ``weights_only`` loads.
+
+Every load goes through ``torch.load(..., weights_only=True)``. The official MAE pretraining
+checkpoints also carry an ``argparse.Namespace`` (their command-line args); that single type is
+allow-listed. A file that needs anything else to unpickle is refused before any of it runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import pickle
+import tempfile
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+
+# The only non-tensor type a trusted MAE checkpoint needs (official 'args').
+ALLOWED_GLOBALS = [argparse.Namespace]
+
+
+def atomic_save(obj: Any, path: str | Path) -> None:
+    """``torch.save`` to a temporary file in the same folder, then rename over ``path``.
+
+    A crash mid-write leaves the previous file intact: rename is atomic on POSIX and Windows.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            torch.save(obj, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def safe_load(path: str | Path, map_location: str | torch.device = "cpu") -> Any:
+    """Load a checkpoint with ``weights_only=True``, with errors a learner can act on.
+
+    Raises:
+        FileNotFoundError: no such file.
+        pickle.UnpicklingError: the file needs a type that could run code; nothing was run.
+        ValueError: the file is not a readable PyTorch checkpoint (truncated, corrupt, other format).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"Checkpoint {str(path)!r} does not exist; check the path (cwd is {os.getcwd()})")
+    try:
+        with torch.serialization.safe_globals(ALLOWED_GLOBALS):
+            return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise pickle.UnpicklingError(
+            f"Refused to load {str(path)!r}: it needs a Python object that is not plain data to "
+            f"unpickle, and unpickling it could run arbitrary code. Nothing from the file was run. "
+            f"If you trust and wrote this file, re-save its state_dict. Details: {str(exc).splitlines()[0]}"
+        ) from None
+    except (RuntimeError, EOFError, OSError, ValueError) as exc:
+        raise ValueError(
+            f"Could not read checkpoint {str(path)!r}: it is truncated, corrupt or not a PyTorch "
+            f"file ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})"
+        ) from None
+
+
+def extract_state_dict(checkpoint: Any) -> dict[str, torch.Tensor]:
+    """The model weights inside a checkpoint: ours (``model``), the guide's
+    (``model_state_dict``), Lightning-style (``state_dict``) or a bare state dict."""
+    if isinstance(checkpoint, Mapping):
+        for key in ("model", "model_state_dict", "state_dict"):
+            if key in checkpoint and isinstance(checkpoint[key], Mapping):
+                return dict(checkpoint[key])
+        if checkpoint and all(isinstance(v, torch.Tensor) for v in checkpoint.values()):
+            return dict(checkpoint)
+    raise ValueError("Checkpoint holds no model weights (expected a 'model' or 'model_state_dict' entry)")
+
+
+def describe_mismatch(expected: Mapping[str, torch.Tensor], found: Mapping[str, torch.Tensor], limit: int = 8) -> str:
+    """Missing keys, unexpected keys and shape mismatches, one line each ('' when they agree)."""
+    lines = []
+    missing = [k for k in expected if k not in found]
+    unexpected = [k for k in found if k not in expected]
+    shapes = [
+        f"  {k}: model {list(expected[k].shape)}, checkpoint {list(found[k].shape)}"
+        for k in expected
+        if k in found and expected[k].shape != found[k].shape
+    ]
+    if missing:
+        lines.append(f"missing in checkpoint ({len(missing)}): {', '.join(missing[:limit])}" + (" ..." if len(missing) > limit else ""))
+    if unexpected:
+        lines.append(f"not in model ({len(unexpected)}): {', '.join(unexpected[:limit])}" + (" ..." if len(unexpected) > limit else ""))
+    if shapes:
+        lines.append(f"shape mismatches ({len(shapes)}):")
+        lines.extend(shapes[:limit])
+    return "\n".join(lines)

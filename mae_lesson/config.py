@@ -1,0 +1,163 @@
+"""Model configuration: a validated dict with attribute access, loaded from YAML.
+
+``Config.from_file`` takes a YAML path or the name of a config bundled in
+``mae_lesson/configs`` (``mae_config``, ``mae_base``, ``mae_large``, ``mae_huge``,
+``fashion_mnist_tiny``, ``cifar_tiny``). Missing keys take the guide's ``mae_config.yaml``
+values, so ``Config({"embed_dim": 384, ...})`` is a complete config.
+"""
+
+from __future__ import annotations
+
+import difflib
+from importlib import resources
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+# The guide's configs/mae_config.yaml, plus the course's two extra model keys.
+DEFAULTS: dict[str, Any] = {
+    "model_name": "mae",
+    "img_size": 224,
+    "patch_size": 16,
+    "in_chans": 3,
+    "embed_dim": 768,
+    "encoder_depth": 12,
+    "encoder_num_heads": 12,
+    "decoder_embed_dim": 512,
+    "decoder_depth": 8,
+    "decoder_num_heads": 16,
+    "mlp_ratio": 4.0,
+    "mask_ratio": 0.75,
+    "norm_pix_loss": True,
+    "mask_type": "random",
+    "grad_checkpointing": False,
+}
+# Keys that describe the data a model was trained on; optional, never validated as model keys.
+METADATA_KEYS = ("norm_mean", "norm_std", "dataset", "description")
+MASK_TYPES = ("random", "block", "grid")
+
+
+def bundled_config_names() -> list[str]:
+    """Names of the YAML configs shipped inside the package."""
+    folder = resources.files("mae_lesson") / "configs"
+    return sorted(p.name[: -len(".yaml")] for p in folder.iterdir() if p.name.endswith(".yaml"))
+
+
+def _resolve(path_or_name: str | Path) -> Path:
+    """A YAML file on disk wins; otherwise a bundled config named by the path's stem."""
+    path = Path(path_or_name)
+    if path.is_file():
+        return path
+    name = path.name[: -len(path.suffix)] if path.suffix in (".yaml", ".yml") else path.name
+    bundled = resources.files("mae_lesson") / "configs" / f"{name}.yaml"
+    if bundled.is_file():
+        return Path(str(bundled))
+    raise FileNotFoundError(
+        f"No config file {str(path_or_name)!r} and no bundled config named {name!r}. "
+        f"Give a YAML path or one of: {', '.join(bundled_config_names())}."
+    )
+
+
+def _as_hw(value: Any, key: str) -> tuple[int, int]:
+    if isinstance(value, int):
+        return value, value
+    if isinstance(value, (list, tuple)) and len(value) == 2 and all(isinstance(v, int) for v in value):
+        return int(value[0]), int(value[1])
+    raise ValueError(f"{key} must be an int or a pair [H, W] of ints, got {value!r}")
+
+
+class Config(dict):
+    """A model config: a plain dict (YAML- and checkpoint-friendly) with attribute access.
+
+    Unknown keys are refused with the closest valid key suggested; values are checked so a
+    bad config fails here, not as a shape error three calls deep.
+    """
+
+    def __init__(self, values: Mapping[str, Any] | None = None, **overrides: Any) -> None:
+        merged = dict(DEFAULTS)
+        merged.update(dict(values or {}))
+        merged.update(overrides)
+        super().__init__(merged)
+        self.validate()
+
+    def __getattr__(self, key: str) -> Any:
+        try:
+            return self[key]
+        except KeyError:
+            raise AttributeError(f"Config has no key {key!r}") from None
+
+    def __setattr__(self, key: str, value: Any) -> None:
+        self[key] = value
+
+    @classmethod
+    def from_file(cls, path_or_name: str | Path) -> "Config":
+        """Load a YAML path, or a bundled config by name (``'mae_base'``, ``'configs/mae_config.yaml'``)."""
+        path = _resolve(path_or_name)
+        with open(path, encoding="utf-8") as handle:
+            values = yaml.safe_load(handle) or {}
+        if not isinstance(values, dict):
+            raise ValueError(f"{path} must hold a YAML mapping of config keys, got {type(values).__name__}")
+        return cls(values)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A plain ``dict`` copy (what ``MAE(...)`` and checkpoints take)."""
+        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.items()}
+
+    def replace(self, **changes: Any) -> "Config":
+        """A new validated config with some keys changed."""
+        return Config({**self, **changes})
+
+    @property
+    def grid_size(self) -> tuple[int, int]:
+        """Patches along (height, width) at the configured ``img_size``."""
+        h, w = _as_hw(self["img_size"], "img_size")
+        return h // self["patch_size"], w // self["patch_size"]
+
+    def validate(self) -> None:
+        """Raise ``ValueError`` naming the first bad key and how to fix it."""
+        valid = set(DEFAULTS) | set(METADATA_KEYS)
+        for key in self:
+            if key not in valid:
+                close = difflib.get_close_matches(key, sorted(valid), n=1)
+                hint = f"; did you mean {close[0]!r}?" if close else f"; valid keys: {', '.join(sorted(valid))}"
+                raise ValueError(f"Unknown config key {key!r}{hint}")
+        p = self["patch_size"]
+        if not isinstance(p, int) or p < 1:
+            raise ValueError(f"patch_size must be a positive int, got {p!r}")
+        for side, size in zip(("height", "width"), _as_hw(self["img_size"], "img_size")):
+            if size % p:
+                lower, upper = size - size % p, size - size % p + p
+                raise ValueError(
+                    f"img_size {size} ({side}) is not divisible by patch_size {p}; "
+                    f"choose img_size {lower or upper} or {upper}, or another patch_size"
+                )
+        for width_key, heads_key, depth_key in (
+            ("embed_dim", "encoder_num_heads", "encoder_depth"),
+            ("decoder_embed_dim", "decoder_num_heads", "decoder_depth"),
+        ):
+            width, heads, depth = self[width_key], self[heads_key], self[depth_key]
+            if not isinstance(depth, int) or depth < 1:
+                raise ValueError(f"{depth_key} must be an int >= 1, got {depth!r}")
+            if not isinstance(heads, int) or heads < 1:
+                raise ValueError(f"{heads_key} must be an int >= 1, got {heads!r}")
+            if not isinstance(width, int) or width % heads:
+                raise ValueError(
+                    f"{width_key} {width} is not divisible by {heads_key} {heads}; "
+                    f"each head needs an equal share of the width"
+                )
+            if width % 4:
+                raise ValueError(
+                    f"{width_key} {width} is not divisible by 4: the 2-D sin-cos position table "
+                    f"splits the width into sin and cos halves for rows and columns; use a multiple of 4"
+                )
+        ratio = self["mask_ratio"]
+        if not isinstance(ratio, (int, float)) or not 0 <= ratio < 1:
+            raise ValueError(f"mask_ratio must be in [0, 1) (0.75 in the paper), got {ratio!r}")
+        if self["mask_type"] not in MASK_TYPES:
+            raise ValueError(f"mask_type {self['mask_type']!r} is unknown; choose one of {', '.join(MASK_TYPES)}")
+        if self["in_chans"] < 1 or self["mlp_ratio"] <= 0:
+            raise ValueError("in_chans must be >= 1 and mlp_ratio > 0")
+        for key in ("norm_mean", "norm_std"):
+            if key in self and len(self[key]) != self["in_chans"]:
+                raise ValueError(f"{key} needs one value per channel ({self['in_chans']}), got {self[key]!r}")

@@ -1,0 +1,285 @@
+"""The masked autoencoder: encoder on visible patches, light decoder, loss on removed patches.
+
+Mirrors facebookresearch/mae ``models_mae.py``: same method names, same parameter names and
+shapes (an official checkpoint loads with ``strict=True``), same initialisation.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+from torch import nn
+from torch.utils.checkpoint import checkpoint as activation_checkpoint
+
+from .checkpoint import atomic_save, describe_mismatch, extract_state_dict, safe_load
+from .config import Config
+from .loss import mae_loss
+from .masking import masking_noise, random_masking
+from .patch_embed import PatchEmbed, patchify, unpatchify
+from .pos_embed import get_2d_sincos_pos_embed
+from .transformer import Block, LayerNorm
+
+
+@lru_cache(maxsize=32)
+def _sincos_table(dim: int, grid_h: int, grid_w: int) -> torch.Tensor:
+    """``[1, 1 + L, D]`` exact table for a grid other than the configured one (cached, CPU)."""
+    return get_2d_sincos_pos_embed(dim, (grid_h, grid_w), cls_token=True).unsqueeze(0)
+
+
+class MAE(nn.Module):
+    """Masked autoencoder with a ViT encoder and decoder.
+
+    Args:
+        config: a ``Config`` or a plain dict of its keys (missing keys take the guide's defaults).
+
+    ``model(imgs)`` returns ``{"loss", "pred" [N, L, p*p*C], "mask" [N, L], "latent"
+    [N, 1 + L_keep, D], "ids_restore" [N, L]}``.
+    """
+
+    def __init__(self, config: Mapping[str, Any] | Config | None = None) -> None:
+        super().__init__()
+        self.config = config if isinstance(config, Config) else Config(config or {})
+        cfg = self.config
+        self.embed_dim = cfg.embed_dim
+        self.decoder_embed_dim = cfg.decoder_embed_dim
+        self.in_chans = cfg.in_chans
+        self.mask_ratio = cfg.mask_ratio
+        self.norm_pix_loss = cfg.norm_pix_loss
+
+        # Encoder: patch tokens + fixed position table + cls token, then ViT blocks.
+        self.patch_embed = PatchEmbed(cfg.img_size, cfg.patch_size, cfg.in_chans, cfg.embed_dim)
+        num_patches = self.patch_embed.num_patches
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, cfg.embed_dim))
+        self.pos_embed = nn.Parameter(torch.zeros(1, num_patches + 1, cfg.embed_dim), requires_grad=False)
+        self.blocks = nn.ModuleList(
+            [Block(cfg.embed_dim, cfg.encoder_num_heads, cfg.mlp_ratio) for _ in range(cfg.encoder_depth)]
+        )
+        self.norm = LayerNorm(cfg.embed_dim)
+
+        # Decoder: narrower, sees every position (visible latents + shared mask token).
+        self.decoder_embed = nn.Linear(cfg.embed_dim, cfg.decoder_embed_dim)
+        self.mask_token = nn.Parameter(torch.zeros(1, 1, cfg.decoder_embed_dim))
+        self.decoder_pos_embed = nn.Parameter(
+            torch.zeros(1, num_patches + 1, cfg.decoder_embed_dim), requires_grad=False
+        )
+        self.decoder_blocks = nn.ModuleList(
+            [Block(cfg.decoder_embed_dim, cfg.decoder_num_heads, cfg.mlp_ratio) for _ in range(cfg.decoder_depth)]
+        )
+        self.decoder_norm = LayerNorm(cfg.decoder_embed_dim)
+        self.decoder_pred = nn.Linear(cfg.decoder_embed_dim, cfg.patch_size**2 * cfg.in_chans)
+
+        self.grad_checkpointing = bool(cfg.grad_checkpointing)
+        self._grid_hw = self.patch_embed.grid_size  # grid of the batch being masked (block/grid types)
+        self.initialize_weights()
+
+    # ------------------------------------------------------------------ set-up
+    def initialize_weights(self) -> None:
+        """Official init: sin-cos tables, xavier-uniform linears and patch projection, N(0, 0.02) tokens."""
+        grid = self.patch_embed.grid_size
+        self.pos_embed.data.copy_(_sincos_table(self.embed_dim, *grid))
+        self.decoder_pos_embed.data.copy_(_sincos_table(self.decoder_embed_dim, *grid))
+        w = self.patch_embed.proj.weight.data
+        nn.init.xavier_uniform_(w.view([w.shape[0], -1]))  # as a linear layer on flattened patches
+        nn.init.normal_(self.cls_token, std=0.02)
+        nn.init.normal_(self.mask_token, std=0.02)
+        self.apply(self._init_weights)
+
+    @staticmethod
+    def _init_weights(m: nn.Module) -> None:
+        if isinstance(m, nn.Linear):
+            nn.init.xavier_uniform_(m.weight)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.LayerNorm):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+
+    def count_parameters(self) -> int:
+        """Trainable parameters (the fixed position tables are not counted)."""
+        return sum(p.numel() for p in self.parameters() if p.requires_grad)
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Recompute block activations in backward: less memory, about 30% more compute."""
+        self.grad_checkpointing = bool(enable)
+        self.config["grad_checkpointing"] = bool(enable)
+
+    @property
+    def patch_size(self) -> int:
+        return self.patch_embed.patch_size[0]
+
+    # ------------------------------------------------------------- patches
+    def patchify(self, imgs: torch.Tensor) -> torch.Tensor:
+        """``[N, C, H, W]`` -> ``[N, L, p*p*C]`` (channel fastest, as the official code)."""
+        return patchify(imgs, self.patch_size)
+
+    def unpatchify(self, x: torch.Tensor, size: tuple[int, int] | None = None) -> torch.Tensor:
+        """``[N, L, p*p*C]`` -> ``[N, C, H, W]``; ``size=(H, W)`` in pixels for non-square images."""
+        return unpatchify(x, self.patch_size, self.in_chans, size)
+
+    def check_images(self, imgs: torch.Tensor) -> tuple[int, int]:
+        """Raise a clear error for input the model cannot take; return the patch grid ``(h, w)``."""
+        if not isinstance(imgs, torch.Tensor):
+            raise TypeError(f"images must be a torch.Tensor [N, C, H, W], got {type(imgs).__name__}")
+        if imgs.dim() != 4:
+            hint = "; add a batch dimension with imgs.unsqueeze(0)" if imgs.dim() == 3 else ""
+            raise ValueError(f"images must be 4-D [N, C, H, W], got shape {list(imgs.shape)}{hint}")
+        if not imgs.is_floating_point():
+            raise TypeError(
+                f"images have dtype {imgs.dtype}; convert to float first, e.g. imgs.float() / 255 "
+                f"followed by the dataset's mean/std normalisation"
+            )
+        n, c, h, w = imgs.shape
+        if c != self.in_chans:
+            raise ValueError(f"images have {c} channels but the model expects in_chans={self.in_chans} (shape {list(imgs.shape)})")
+        p = self.patch_size
+        if h % p or w % p:
+            raise ValueError(
+                f"image size {h}x{w} is not divisible by patch_size {p}; resize or crop to a multiple "
+                f"of {p} (e.g. {h - h % p or p}x{w - w % p or p})"
+            )
+        return h // p, w // p
+
+    def _tables(self, grid_hw: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Encoder and decoder position tables for a grid: stored at the configured size, else exact."""
+        if tuple(grid_hw) == tuple(self.patch_embed.grid_size):
+            return self.pos_embed, self.decoder_pos_embed
+        device, dtype = self.pos_embed.device, self.pos_embed.dtype
+        return (
+            _sincos_table(self.embed_dim, *grid_hw).to(device, dtype),
+            _sincos_table(self.decoder_embed_dim, *grid_hw).to(device, dtype),
+        )
+
+    def _run(self, blocks: nn.ModuleList, x: torch.Tensor) -> torch.Tensor:
+        for blk in blocks:
+            if self.grad_checkpointing and torch.is_grad_enabled():
+                x = activation_checkpoint(blk, x, use_reentrant=False)
+            else:
+                x = blk(x)
+        return x
+
+    # ------------------------------------------------------------- masking
+    def random_masking(
+        self, x: torch.Tensor, mask_ratio: float, noise: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Keep ``int(L * (1 - mask_ratio))`` tokens per image.
+
+        Args:
+            x: ``[N, L, D]``. noise: ``[N, L]`` fixes the mask (smallest noise kept); ``None``
+                draws noise for ``config.mask_type`` (random, block or grid).
+        Returns:
+            x_masked ``[N, L_keep, D]``, mask ``[N, L]`` (0 keep, 1 removed), ids_restore ``[N, L]``.
+        """
+        if noise is None:
+            noise = masking_noise(self.config.mask_type, x.shape[0], self._grid_hw, mask_ratio, x.device)
+        return random_masking(x, mask_ratio, noise)
+
+    # ------------------------------------------------------------- forward
+    def forward_encoder(
+        self, imgs: torch.Tensor, mask_ratio: float, noise: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Encode only the visible patches.
+
+        Returns:
+            latent ``[N, 1 + L_keep, D]`` (cls first), mask ``[N, L]``, ids_restore ``[N, L]``.
+        """
+        grid_hw = self.check_images(imgs)
+        pos_embed, _ = self._tables(grid_hw)
+        x = self.patch_embed(imgs) + pos_embed[:, 1:, :]  # [N, L, D]
+        self._grid_hw = grid_hw
+        if noise is None:
+            # Exactly two arguments, so subclasses that override random_masking(x, mask_ratio) work.
+            x, mask, ids_restore = self.random_masking(x, mask_ratio)
+        else:
+            x, mask, ids_restore = self.random_masking(x, mask_ratio, noise=noise)
+        cls = (self.cls_token + pos_embed[:, :1, :]).expand(x.shape[0], -1, -1)
+        x = torch.cat([cls, x], dim=1)  # [N, 1 + L_keep, D]
+        return self.norm(self._run(self.blocks, x)), mask, ids_restore
+
+    def forward_decoder(
+        self, latent: torch.Tensor, ids_restore: torch.Tensor, grid_hw: tuple[int, int] | None = None
+    ) -> torch.Tensor:
+        """Predict every patch's pixels from the visible latents.
+
+        Args:
+            latent: ``[N, 1 + L_keep, D]``. ids_restore: ``[N, L]``.
+            grid_hw: patch grid; ``None`` means the configured one (or a square one for other L).
+        Returns:
+            pred ``[N, L, p*p*C]``.
+        """
+        length = ids_restore.shape[1]
+        if grid_hw is None:
+            grid_hw = self.patch_embed.grid_size
+            if grid_hw[0] * grid_hw[1] != length:
+                side = int(round(length**0.5))
+                grid_hw = (side, side)
+        _, decoder_pos_embed = self._tables(grid_hw)
+        x = self.decoder_embed(latent)  # [N, 1 + L_keep, Dd]
+        n, t, dim = x.shape
+        mask_tokens = self.mask_token.expand(n, length + 1 - t, -1)
+        x_ = torch.cat([x[:, 1:, :], mask_tokens], dim=1)  # shuffled order [N, L, Dd]
+        x_ = torch.gather(x_, 1, ids_restore.unsqueeze(-1).expand(-1, -1, dim))  # un-shuffle
+        x = torch.cat([x[:, :1, :], x_], dim=1) + decoder_pos_embed
+        x = self.decoder_norm(self._run(self.decoder_blocks, x))
+        return self.decoder_pred(x[:, 1:, :])  # drop cls: [N, L, p*p*C]
+
+    def forward_loss(self, imgs: torch.Tensor, pred: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """MSE on removed patches, against per-patch normalised pixels when ``norm_pix_loss``."""
+        return mae_loss(self.patchify(imgs), pred, mask, self.norm_pix_loss)
+
+    def forward(
+        self, imgs: torch.Tensor, mask_ratio: float | None = None, noise: torch.Tensor | None = None
+    ) -> dict[str, torch.Tensor]:
+        """Mask, encode, decode, score.
+
+        Args:
+            imgs: ``[N, C, H, W]`` float, H and W divisible by the patch size.
+            mask_ratio: defaults to ``config.mask_ratio``; 0 returns the full latent.
+            noise: ``[N, L]`` fixes the mask, as Hugging Face's ``noise`` argument.
+        """
+        mask_ratio = self.mask_ratio if mask_ratio is None else mask_ratio
+        if not 0 <= mask_ratio < 1:
+            raise ValueError(f"mask_ratio must be in [0, 1), got {mask_ratio}")
+        latent, mask, ids_restore = self.forward_encoder(imgs, mask_ratio, noise)
+        pred = self.forward_decoder(latent, ids_restore, self._grid_hw)
+        loss = self.forward_loss(imgs, pred, mask)
+        return {"loss": loss, "pred": pred, "mask": mask, "latent": latent, "ids_restore": ids_restore}
+
+    # --------------------------------------------------------- checkpoints
+    def save_checkpoint(self, path: str | Path, **extra: Any) -> None:
+        """Atomically save ``{"model": state_dict, "config": dict, **extra}`` (loads with weights_only)."""
+        atomic_save({"model": self.state_dict(), "config": self.config.to_dict(), **extra}, path)
+
+    def load_checkpoint(self, path: str | Path, strict: bool = True) -> dict[str, Any]:
+        """Load weights saved by us, by the guide's loop, or by the official code.
+
+        Raises a ``ValueError`` listing mismatched keys and shapes when the checkpoint is for
+        another architecture. Returns the whole checkpoint (for its extra entries).
+        """
+        ckpt = safe_load(path)
+        state = extract_state_dict(ckpt)
+        expected = self.state_dict()
+        problem = describe_mismatch(expected, state)
+        if strict and problem or any(k in state and state[k].shape != v.shape for k, v in expected.items()):
+            raise ValueError(f"Checkpoint {str(path)!r} does not fit this model's architecture:\n{problem}")
+        self.load_state_dict(state, strict=strict)
+        return ckpt if isinstance(ckpt, dict) else {}
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, map_location: str | torch.device = "cpu") -> "MAE":
+        """Rebuild a model from a checkpoint that carries its config (as ``save_checkpoint`` writes)."""
+        ckpt = safe_load(path, map_location=map_location)
+        if not isinstance(ckpt, dict) or "config" not in ckpt:
+            raise ValueError(
+                f"Checkpoint {str(path)!r} has no 'config' entry; build the model yourself with "
+                f"MAE(config) and call model.load_checkpoint(path)"
+            )
+        model = cls(ckpt["config"])
+        state = extract_state_dict(ckpt)
+        problem = describe_mismatch(model.state_dict(), state)
+        if problem:
+            raise ValueError(f"Checkpoint {str(path)!r} does not match its own config:\n{problem}")
+        model.load_state_dict(state)
+        return model

@@ -1,0 +1,60 @@
+"""Images to patch tokens, and the patchify/unpatchify pair the loss and figures use.
+
+Glossary (whole course): N batch, C channels, H/W pixels, p patch size, L = (H/p)*(W/p)
+patches, D width. Patch vectors are laid out ``(p, p, C)`` with the channel varying fastest,
+as the official code, so ``pred`` and ``patchify(imgs)`` line up element by element.
+"""
+
+from __future__ import annotations
+
+import torch
+from einops import rearrange
+from torch import nn
+
+
+class PatchEmbed(nn.Module):
+    """A ``p x p`` convolution with stride ``p``: one linear map applied to every patch.
+
+    Attribute names follow timm's ``PatchEmbed`` (``proj``, ``patch_size`` as a pair,
+    ``num_patches``) so official state dicts load and the guide's code runs.
+    """
+
+    def __init__(self, img_size: int | tuple[int, int], patch_size: int, in_chans: int, embed_dim: int) -> None:
+        super().__init__()
+        self.img_size = (img_size, img_size) if isinstance(img_size, int) else tuple(img_size)
+        self.patch_size = (patch_size, patch_size)
+        self.grid_size = (self.img_size[0] // patch_size, self.img_size[1] // patch_size)
+        self.num_patches = self.grid_size[0] * self.grid_size[1]
+        self.proj = nn.Conv2d(in_chans, embed_dim, kernel_size=patch_size, stride=patch_size)
+
+    def forward(self, imgs: torch.Tensor) -> torch.Tensor:
+        """``[N, C, H, W]`` -> ``[N, L, D]`` (any H, W divisible by p)."""
+        return self.proj(imgs).flatten(2).transpose(1, 2)
+
+
+def patchify(imgs: torch.Tensor, patch_size: int) -> torch.Tensor:
+    """``[N, C, H, W]`` -> ``[N, L, p*p*C]``, channel fastest, patches in row-major order."""
+    return rearrange(imgs, "n c (h p) (w q) -> n (h w) (p q c)", p=patch_size, q=patch_size)
+
+
+def unpatchify(
+    patches: torch.Tensor, patch_size: int, channels: int, size: tuple[int, int] | None = None
+) -> torch.Tensor:
+    """``[N, L, p*p*C]`` -> ``[N, C, H, W]``; the inverse of :func:`patchify`.
+
+    Args:
+        size: ``(H, W)`` in pixels; ``None`` infers a square image from L.
+    """
+    n, length, _ = patches.shape
+    if size is None:
+        side = int(round(length**0.5))
+        if side * side != length:
+            raise ValueError(f"{length} patches are not a square grid; pass size=(H, W) in pixels")
+        grid_h = grid_w = side
+    else:
+        grid_h, grid_w = size[0] // patch_size, size[1] // patch_size
+        if grid_h * grid_w != length:
+            raise ValueError(f"size {tuple(size)} with patch_size {patch_size} gives {grid_h * grid_w} patches, not {length}")
+    return rearrange(
+        patches, "n (h w) (p q c) -> n c (h p) (w q)", h=grid_h, w=grid_w, p=patch_size, q=patch_size, c=channels
+    )
