@@ -1,0 +1,43 @@
+"""The small checkpoints the course ships in ``data/``, loaded by name."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from .checkpoint import atomic_save, safe_load
+from .model import MAE
+
+# Shipped checkpoints live in the repository's data/ folder (next to the package).
+DATA_DIR = Path(__file__).resolve().parent.parent / "data"
+DEFAULT_PRETRAINED = "mae_fashion_mnist_tiny"
+
+
+def available_pretrained(data_dir: str | Path = DATA_DIR) -> list[str]:
+    """Names of shipped checkpoints (``data/<name>.pt``)."""
+    return sorted(p.stem for p in Path(data_dir).glob("mae_*.pt"))
+
+
+def load_pretrained(name: str = DEFAULT_PRETRAINED, data_dir: str | Path = DATA_DIR,
+                    map_location: str | torch.device = "cpu") -> MAE:
+    """A shipped pretrained ``MAE`` in eval mode (fp32), e.g. ``load_pretrained()``.
+
+    Its ``config`` records ``norm_mean``/``norm_std``: normalise inputs with them.
+    """
+    path = Path(data_dir) / f"{name}.pt"
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"No shipped checkpoint {name!r} in {data_dir}; available: {', '.join(available_pretrained(data_dir)) or 'none'}. "
+            f"Clone the whole repository (the checkpoints live in data/) or train one with python -m mae_lesson.pretrain"
+        )
+    return MAE.from_checkpoint(path, map_location=map_location).float().eval()
+
+
+def export_pretrained(run_checkpoint: str | Path, dest: str | Path, half: bool = True) -> Path:
+    """Write a run's ``model.pt`` as a small shippable file (fp16 weights, config, run facts)."""
+    ckpt = safe_load(run_checkpoint)
+    state = {k: (v.half() if half and v.is_floating_point() else v) for k, v in ckpt["model"].items()}
+    extra = {k: v for k, v in ckpt.items() if k not in ("model", "optimizer", "scheduler", "scaler", "rng")}
+    atomic_save({**extra, "model": state}, dest)
+    return Path(dest)
