@@ -6,8 +6,8 @@ interop (Hugging Face), data, engine, pretrain, finetune.
 
 from .config import Config, bundled_config_names
 from .model import MAE
-from .pretrained import available_pretrained, load_pretrained
+from .pretrained import DATA_DIR, available_pretrained, load_pretrained
 from .utils import get_device, quick_mode, set_seed
 
-__all__ = ["MAE", "Config", "bundled_config_names", "set_seed", "get_device", "quick_mode", "load_pretrained", "available_pretrained"]
+__all__ = ["MAE", "Config", "bundled_config_names", "set_seed", "get_device", "quick_mode", "load_pretrained", "available_pretrained", "DATA_DIR"]
 __version__ = "0.1.0"
