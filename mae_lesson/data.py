@@ -227,12 +227,14 @@ class BatchLoader:
     """
 
     def __init__(self, data: ImageData, batch_size: int, img_size: int, train: bool = True, seed: int = 0,
-                 rank: int = 0, world_size: int = 1, drop_last: bool | None = None) -> None:
+                 rank: int = 0, world_size: int = 1, drop_last: bool | None = None,
+                 crop_scale: tuple[float, float] = (0.2, 1.0)) -> None:
         if batch_size % world_size:
             raise ValueError(f"global batch {batch_size} must be divisible by the {world_size} processes")
         self.data, self.batch_size, self.img_size, self.train = data, batch_size, img_size, train
         self.seed, self.rank, self.world_size = seed, rank, world_size
         self.drop_last = train if drop_last is None else drop_last
+        self.crop_scale = crop_scale
         self.epoch = 0
 
     def __len__(self) -> int:
@@ -264,7 +266,7 @@ class BatchLoader:
         # Augment the whole global batch from one generator, then keep this rank's share, so the
         # images are identical whatever the number of processes.
         x = normalize(self.data.images[ids], self.data.mean, self.data.std)
-        x = random_resized_crop_flip(x, self.img_size, torch.Generator().manual_seed(seed))
+        x = random_resized_crop_flip(x, self.img_size, torch.Generator().manual_seed(seed), scale=self.crop_scale)
         share = slice(self.rank, None, self.world_size)
         return x[share], self.data.labels[ids][share], seed
 
