@@ -45,6 +45,12 @@ class ImageData:
     def __len__(self) -> int:
         return self.images.shape[0]
 
+    def subset(self, count: int | None) -> "ImageData":
+        """The first ``count`` images (all when ``None``): quick runs and tests."""
+        if count is None or count >= len(self):
+            return self
+        return ImageData(self.images[:count], self.labels[:count], self.classes, self.mean, self.std)
+
 
 # ----------------------------------------------------------------------------- Fashion-MNIST
 def read_idx(path: Path) -> np.ndarray:

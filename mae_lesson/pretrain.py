@@ -47,6 +47,7 @@ class PretrainArgs:
     dataset: str = "fashion_mnist"         # fashion_mnist, cifar10, or an image folder
     data_root: str = "data"
     download: bool = False
+    train_images: int | None = None        # use only the first N training images (quick runs, tests)
     epochs: int = 50
     max_steps: int | None = None           # stop early after this many optimizer steps (quick runs)
     batch_size: int = 256                  # global images per micro-step, over all processes
@@ -141,7 +142,7 @@ def pretrain(args: PretrainArgs | None = None, **kwargs: Any) -> Path:
     out = Path(args.out)
     set_seed(args.seed)
 
-    train_data = load_dataset(args.dataset, args.data_root, "train", args.download)
+    train_data = load_dataset(args.dataset, args.data_root, "train", args.download).subset(args.train_images)
     test_data = load_dataset(args.dataset, args.data_root, "test", args.download)
     model = build_model(args, train_data).to(device)
     cfg = model.config
@@ -315,7 +316,7 @@ def parse_args(argv: list[str] | None = None) -> PretrainArgs:
         if isinstance(default, bool):
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default)
         else:
-            kind = {"max_steps": int, "lr": float, "clip_grad": float}.get(f.name, type(default))
+            kind = {"max_steps": int, "lr": float, "clip_grad": float, "train_images": int}.get(f.name, type(default))
             parser.add_argument(flag, type=kind, default=default)
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="change a model config key, e.g. --set mask_ratio=0.5 --set norm_pix_loss=true")
