@@ -1,0 +1,104 @@
+"""Evaluation and fine-tuning: probe, kNN, confusion matrix, the classifier built from MAE."""
+
+from __future__ import annotations
+
+import torch
+
+from mae_lesson import MAE
+from mae_lesson.data import ImageData
+from mae_lesson.evaluate import (confusion_figure, confusion_matrix, extract_features, feature_map_figure,
+                                 knn_classify, linear_probe, pixel_features)
+from mae_lesson.finetune import FinetuneArgs, ViTClassifier, finetune, layer_decay_scales
+
+CFG = {"img_size": 8, "patch_size": 4, "in_chans": 1, "embed_dim": 16, "encoder_depth": 2, "encoder_num_heads": 2,
+       "decoder_embed_dim": 16, "decoder_depth": 1, "decoder_num_heads": 2}
+
+
+def clusters(n_per_class=60, classes=3, dim=8, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    centres = torch.randn(classes, dim, generator=g) * 4
+    labels = torch.arange(classes).repeat_interleave(n_per_class)
+    return centres[labels] + torch.randn(len(labels), dim, generator=g), labels
+
+
+def toy_images(n=96, seed=0) -> ImageData:
+    """Class 0: bright top half, class 1: bright bottom half (survives horizontal flips)."""
+    g = torch.Generator().manual_seed(seed)
+    labels = torch.arange(n) % 2
+    images = torch.randint(0, 60, (n, 1, 8, 8), generator=g, dtype=torch.uint8)
+    for i, y in enumerate(labels):
+        images[i, :, (0 if y == 0 else 4):(4 if y == 0 else 8), :] += 180
+    return ImageData(images, labels, ("top", "bottom"), (0.4,), (0.3,))
+
+
+def test_linear_probe_and_knn_learn_separable_features():
+    x, y = clusters()
+    x_test, y_test = x + 0.1 * torch.randn_like(x), y
+    assert linear_probe(x, y, x_test, y_test, epochs=20, batch_size=32, lr=1e-2)["accuracy"] > 0.95
+    assert knn_classify(x, y, x_test, y_test, k=5)["accuracy"] > 0.95
+    shuffled = y[torch.randperm(len(y), generator=torch.Generator().manual_seed(0))]
+    assert knn_classify(x, shuffled, x_test, y_test, k=5)["accuracy"] < 0.7  # labels carry no signal
+
+
+def test_knn_uses_cosine_not_euclidean():
+    train, labels = torch.tensor([[10.0, 0.0], [1.0, 1.0]]), torch.tensor([0, 1])
+    query = torch.tensor([[4.0, 1.0]])  # Euclidean: nearer [1, 1] (3.0 vs 6.1); by angle: [10, 0] (14 vs 31 degrees)
+    assert knn_classify(train, labels, query, torch.tensor([0]), k=1)["predictions"].item() == 0
+
+
+def test_confusion_matrix_counts():
+    pred, true = torch.tensor([0, 1, 1, 2, 2, 2]), torch.tensor([0, 1, 2, 2, 2, 0])
+    cm = confusion_matrix(pred, true, 3)
+    assert cm.tolist() == [[1, 0, 1], [0, 1, 0], [0, 1, 2]]
+    fig = confusion_figure(pred, true, ("a", "b", "c"))
+    assert fig.axes
+
+
+def test_features_shapes_and_order():
+    model = MAE(CFG)
+    data = toy_images(10)
+    cls = extract_features(model, data, "cls", progress=False)
+    both = extract_features(model, data, "both", progress=False)
+    assert cls.shape == (10, 16) and both.shape == (10, 32)
+    torch.testing.assert_close(both[:, :16], cls)
+    assert pixel_features(data).shape == (10, 64)
+    assert feature_map_figure(both, data.labels, data.classes).axes
+
+
+def test_classifier_copies_encoder_and_matches_mae_features():
+    mae = MAE(CFG)
+    clf = ViTClassifier.from_mae(mae, num_classes=2, drop_path=0.0).eval()
+    for name, tensor in mae.state_dict().items():
+        if name.startswith(("blocks.", "patch_embed.", "cls_token", "pos_embed")):
+            assert torch.equal(clf.state_dict()[name], tensor), name
+    imgs = torch.randn(3, 1, 8, 8)
+    latent, _, _ = mae.forward_encoder(imgs, 0.0)
+    pooled = clf.fc_norm(latent[:, 1:].mean(dim=1))  # MAE's encoder ends with `norm`; the classifier pools first
+    manual = clf.head(pooled)
+    x = clf.patch_embed(imgs) + clf.pos_embed[:, 1:]
+    x = torch.cat([(clf.cls_token + clf.pos_embed[:, :1]).expand(3, -1, -1), x], 1)
+    for blk in clf.blocks:
+        x = blk(x)
+    torch.testing.assert_close(clf(imgs), clf.head(clf.fc_norm(x[:, 1:].mean(1))))
+    assert manual.shape == (3, 2)
+
+
+def test_layer_decay_scales():
+    clf = ViTClassifier(MAE(CFG).config, 2)
+    scales = layer_decay_scales(clf, 0.5)
+    assert scales["head.weight"] == 1.0 and scales["fc_norm.weight"] == 1.0
+    assert scales["blocks.1.attn.qkv.weight"] == 0.5 and scales["blocks.0.mlp.fc1.bias"] == 0.25
+    assert scales["patch_embed.proj.weight"] == 0.125 and scales["cls_token"] == 0.125
+
+
+def test_finetune_learns_toy_task_and_scratch_runs():
+    train, test = toy_images(256), toy_images(64, seed=1)
+    args = FinetuneArgs(epochs=8, batch_size=32, blr=2e-2, warmup_epochs=0.5, drop_path=0.0, label_smoothing=0.0,
+                        crop_scale=1.0, progress=False)
+    mae = MAE(CFG)
+    result = finetune(mae, train, test, args)
+    assert result["accuracy"] >= 0.9 and result["steps"] == 64
+    scratch = finetune(None, train, test, args, config=mae.config)
+    assert 0.0 <= scratch["accuracy"] <= 1.0 and scratch["predictions"].shape == (64,)
+    again = finetune(mae, train, test, args)
+    assert again["accuracy"] == result["accuracy"]  # seeded
