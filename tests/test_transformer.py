@@ -1,0 +1,102 @@
+"""mae_lesson.transformer: SDPA attention equals the textbook formula; pre-norm block; eps 1e-6."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from mae_lesson import MAE
+from mae_lesson.transformer import Attention, Block, DropPath, LayerNorm, Mlp
+
+
+def manual_attention(attn: Attention, x: torch.Tensor) -> torch.Tensor:
+    """timm's Attention.forward as in the official MAE: softmax(q k^T * d^-0.5) v, per head."""
+    n, t, d = x.shape
+    h = attn.num_heads
+    hd = d // h
+    qkv = x @ attn.qkv.weight.T + attn.qkv.bias  # [N, T, 3D]
+    qkv = qkv.reshape(n, t, 3, h, hd).permute(2, 0, 3, 1, 4)
+    q, k, v = qkv[0], qkv[1], qkv[2]
+    scores = (q @ k.transpose(-2, -1)) * hd**-0.5
+    out = scores.softmax(dim=-1) @ v  # [N, h, T, hd]
+    out = out.transpose(1, 2).reshape(n, t, d)
+    return out @ attn.proj.weight.T + attn.proj.bias
+
+
+@pytest.mark.parametrize("dim, heads, tokens", [(32, 4, 5), (48, 3, 17), (16, 1, 2)])
+def test_attention_equals_manual_softmax(dim, heads, tokens):
+    attn = Attention(dim, heads).double()
+    for p in attn.parameters():  # non-zero biases so they are checked too
+        nn.init.normal_(p, std=0.3)
+    x = torch.randn(2, tokens, dim, dtype=torch.float64)
+    torch.testing.assert_close(attn(x), manual_attention(attn, x), rtol=1e-10, atol=1e-10)
+
+
+def test_heads_matter():
+    # The manual reference depends on the head split, so the comparison above can fail.
+    attn = Attention(32, 4).double()
+    x = torch.randn(1, 6, 32, dtype=torch.float64)
+    one_head = Attention(32, 1).double()
+    one_head.load_state_dict(attn.state_dict())
+    assert not torch.allclose(attn(x), one_head(x))
+    attn.num_heads = 1
+    torch.testing.assert_close(attn(x), manual_attention(one_head, x))
+
+
+def test_layer_norm_eps_everywhere(tiny_model):
+    assert LayerNorm(8).eps == 1e-6
+    norms = [m for m in tiny_model.modules() if isinstance(m, nn.LayerNorm)]
+    assert len(norms) == 2 * 2 + 1 + 2 * 1 + 1  # two per block, encoder norm, decoder norm
+    assert all(m.eps == 1e-6 for m in norms)
+
+
+def test_block_forward_shape_and_prenorm_formula():
+    torch.manual_seed(0)
+    blk = Block(32, 4, mlp_ratio=4.0).double().eval()
+    for p in blk.parameters():
+        nn.init.normal_(p, std=0.2)
+    x = torch.randn(3, 7, 32, dtype=torch.float64)
+    out = blk(x)
+    assert out.shape == (3, 7, 32)
+    assert torch.isfinite(out).all()
+
+    def ln(mod, z):
+        mu, var = z.mean(-1, keepdim=True), z.var(-1, unbiased=False, keepdim=True)
+        return (z - mu) / torch.sqrt(var + 1e-6) * mod.weight + mod.bias
+
+    y = x + manual_attention(blk.attn, ln(blk.norm1, x))
+    hidden = F.gelu(ln(blk.norm2, y) @ blk.mlp.fc1.weight.T + blk.mlp.fc1.bias)  # exact (erf) GELU
+    expected = y + hidden @ blk.mlp.fc2.weight.T + blk.mlp.fc2.bias
+    torch.testing.assert_close(out, expected, rtol=1e-10, atol=1e-10)
+
+
+def test_block_parameter_names_follow_timm():
+    names = {n for n, _ in Block(8, 2).named_parameters()}
+    expected = {f"{m}.{t}" for m in ("norm1", "attn.qkv", "attn.proj", "norm2", "mlp.fc1", "mlp.fc2") for t in ("weight", "bias")}
+    assert names == expected
+    assert Block(8, 2, mlp_ratio=4.0).mlp.fc1.out_features == 32
+    assert Block(12, 2, mlp_ratio=2.5).mlp.fc1.out_features == 30
+    assert isinstance(Mlp(4, 8).act, nn.GELU)
+
+
+def test_drop_path():
+    x = torch.ones(1000, 3, 4)
+    dp = DropPath(0.5)
+    dp.eval()
+    assert torch.equal(dp(x), x)
+    dp.train()
+    out = dp(x)
+    per_sample = out.flatten(1)
+    # each sample is dropped entirely or scaled by 1/keep
+    assert set(per_sample.unique().tolist()) <= {0.0, 2.0}
+    assert torch.all(per_sample.min(1).values == per_sample.max(1).values)
+    assert 0.4 < (per_sample[:, 0] == 0).float().mean().item() < 0.6
+    assert isinstance(Block(8, 2).drop_path, nn.Identity)
+
+
+def test_model_blocks_are_blocks(tiny_model):
+    assert isinstance(tiny_model, MAE)
+    assert len(tiny_model.blocks) == 2 and len(tiny_model.decoder_blocks) == 1
+    assert all(isinstance(b, Block) for b in [*tiny_model.blocks, *tiny_model.decoder_blocks])
