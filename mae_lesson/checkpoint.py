@@ -55,16 +55,27 @@ def safe_load(path: str | Path, map_location: str | torch.device = "cpu") -> Any
         with torch.serialization.safe_globals(ALLOWED_GLOBALS):
             return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
+        if not _looks_like_checkpoint(path):
+            raise ValueError(f"Could not read checkpoint {str(path)!r}: it is not a PyTorch file (corrupt or another format)") from None
+        lines = str(exc).splitlines()
+        blocked = next((line.strip() for line in lines if "GLOBAL" in line or "Unsupported" in line), lines[0] if lines else "")
         raise pickle.UnpicklingError(
             f"Refused to load {str(path)!r}: it needs a Python object that is not plain data to "
             f"unpickle, and unpickling it could run arbitrary code. Nothing from the file was run. "
-            f"If you trust and wrote this file, re-save its state_dict. Details: {str(exc).splitlines()[0]}"
+            f"If you trust and wrote this file, re-save its state_dict. Blocked: {blocked}"
         ) from None
-    except (RuntimeError, EOFError, OSError, ValueError) as exc:
+    except (RuntimeError, EOFError, OSError, ValueError, KeyError, IndexError) as exc:
         raise ValueError(
             f"Could not read checkpoint {str(path)!r}: it is truncated, corrupt or not a PyTorch "
             f"file ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})"
         ) from None
+
+
+def _looks_like_checkpoint(path: Path) -> bool:
+    """A torch zip archive (``PK``) or a pickle (protocol byte ``0x80``): worth calling unsafe, not corrupt."""
+    with open(path, "rb") as handle:
+        head = handle.read(2)
+    return head[:1] == b"\x80" or head == b"PK"
 
 
 def extract_state_dict(checkpoint: Any) -> dict[str, torch.Tensor]:

@@ -102,6 +102,8 @@ def to_hf(model: MAE) -> Any:
     from transformers import ViTMAEConfig, ViTMAEForPreTraining
 
     cfg = model.config
+    if cfg.grid_size[0] != cfg.grid_size[1]:
+        raise ValueError(f"Hugging Face ViTMAE needs a square img_size; this model has img_size {cfg.img_size}")
     hidden = int(cfg.embed_dim * cfg.mlp_ratio)
     hf_config = ViTMAEConfig(
         image_size=cfg.img_size, patch_size=cfg.patch_size, num_channels=cfg.in_chans,

@@ -25,8 +25,9 @@ from .transformer import Block, LayerNorm
 
 @lru_cache(maxsize=32)
 def _sincos_table(dim: int, grid_h: int, grid_w: int) -> torch.Tensor:
-    """``[1, 1 + L, D]`` exact table for a grid other than the configured one (cached, CPU)."""
-    return get_2d_sincos_pos_embed(dim, (grid_h, grid_w), cls_token=True).unsqueeze(0)
+    """``[1, 1 + L, D]`` exact table for a grid (cached on the CPU, moved where it is needed)."""
+    with torch.device("cpu"):  # never cache a table made under a meta or cuda default device
+        return get_2d_sincos_pos_embed(dim, (grid_h, grid_w), cls_token=True).unsqueeze(0)
 
 
 class MAE(nn.Module):
@@ -41,7 +42,7 @@ class MAE(nn.Module):
 
     def __init__(self, config: Mapping[str, Any] | Config | None = None) -> None:
         super().__init__()
-        self.config = config if isinstance(config, Config) else Config(config or {})
+        self.config = Config(config or {})  # a copy: set_grad_checkpointing must not edit the caller's
         cfg = self.config
         self.embed_dim = cfg.embed_dim
         self.decoder_embed_dim = cfg.decoder_embed_dim

@@ -120,22 +120,23 @@ class NonFiniteLossError(RuntimeError):
 
 
 # --------------------------------------------------------------------------------- training
-def build_model(args: PretrainArgs, data: ImageData) -> MAE:
+def build_model(args: PretrainArgs, data: ImageData, model_class: type[MAE] = MAE) -> MAE:
     """The model of ``args.config`` with overrides, recording the data's normalisation."""
     cfg = Config.from_file(args.config).replace(**args.overrides)
     cfg = cfg.replace(norm_mean=list(data.mean), norm_std=list(data.std), dataset=args.dataset)
     if cfg.in_chans != data.images.shape[1]:
         raise ValueError(f"config {args.config} expects {cfg.in_chans} channels but {args.dataset} has "
                          f"{data.images.shape[1]}; pick a config for this dataset")
-    return MAE(cfg)
+    return model_class(cfg)
 
 
-def pretrain(args: PretrainArgs | None = None, **kwargs: Any) -> Path:
+def pretrain(args: PretrainArgs | None = None, model_class: type[MAE] = MAE, **kwargs: Any) -> Path:
     """Run (or resume) pretraining; returns the run folder.
 
     The folder holds ``args.json``, ``config.yaml``, ``metrics.jsonl``, ``loss_curve.png``,
     ``recon_epochNNN.png`` after each epoch, ``checkpoint.pt`` (full state, for ``resume``)
-    and ``model.pt`` (weights + config, for ``MAE.from_checkpoint``).
+    and ``model.pt`` (weights + config, for ``MAE.from_checkpoint``). ``model_class`` trains a
+    subclass of ``MAE`` (the ablations use one).
     """
     args = dataclasses.replace(args or PretrainArgs(), **kwargs)
     rank, world, device = init_distributed(args.device)
@@ -144,7 +145,7 @@ def pretrain(args: PretrainArgs | None = None, **kwargs: Any) -> Path:
 
     train_data = load_dataset(args.dataset, args.data_root, "train", args.download).subset(args.train_images)
     test_data = load_dataset(args.dataset, args.data_root, "test", args.download)
-    model = build_model(args, train_data).to(device)
+    model = build_model(args, train_data, model_class).to(device)
     cfg = model.config
     loader = BatchLoader(train_data, args.batch_size, cfg.img_size, train=True, seed=args.seed,
                          rank=rank, world_size=world)

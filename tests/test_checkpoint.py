@@ -129,12 +129,6 @@ def test_truncated_or_empty_file_raises_value_error_naming_path(kind, tiny_model
         safe_load(path)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="package bug: safe_load reports bytes that are not a pickle at all as a refused unsafe "
-    "object (pickle.UnpicklingError 'could run arbitrary code') or lets a raw KeyError escape, "
-    "instead of ValueError('... truncated, corrupt or not a PyTorch file')",
-)
 @pytest.mark.parametrize(
     "content",
     [b"hello, this is a text file, not a checkpoint\n", bytes(range(256)) * 4, b"\x00" * 64],

@@ -278,16 +278,9 @@ def test_torch_compile_inductor(tiny_model, tiny_images):
     assert torch.equal(out["mask"], eager["mask"])
 
 
-# ---------------------------------------------------------------- known bug
+# ---------------------------------------------------------------- meta device
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=NotImplementedError,
-    reason="package bug: model._sincos_table is lru_cached without regard to device, so a model built "
-    "under torch.device('meta') caches meta tables and every later real model of the same widths "
-    "fails with 'Cannot copy out of meta tensor'",
-)
 def test_building_on_meta_device_does_not_break_later_models(reference):
     # Widths and grid used by no other test, so the poisoned cache entries cannot leak.
     cfg = {"img_size": 20, "patch_size": 4, "in_chans": 3, "embed_dim": 20, "encoder_num_heads": 5,
