@@ -1,0 +1,219 @@
+"""The paper in miniature: MAE's key ablations (Table 1, Table 2, Figure 5) on Fashion-MNIST.
+
+Each setting pretrains the default CPU config with the same budget (``--steps`` optimizer steps
+of ``--batch-size`` images), then measures test reconstruction loss, a linear probe and kNN on
+frozen cls features, and a short fine-tune. One CSV row per run; finished runs are not redone
+(delete a row to redo it). Figures are drawn from the CSV.
+
+    python experiments/ablations.py                 # the committed sweep
+    python experiments/ablations.py --only mask_ratio --steps 50   # one ablation, quickly
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+import time
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from mae_lesson.config import Config  # noqa: E402
+from mae_lesson.data import load_fashion_mnist  # noqa: E402
+from mae_lesson.evaluate import extract_features, knn_classify, linear_probe  # noqa: E402
+from mae_lesson.finetune import FinetuneArgs, finetune  # noqa: E402
+from mae_lesson.model import MAE  # noqa: E402
+from mae_lesson.pretrain import PretrainArgs, evaluate_loss, pretrain  # noqa: E402
+
+COLUMNS = ["ablation", "value", "recon_loss", "linear_probe", "knn", "finetune", "epoch_seconds",
+           "steps", "overrides"]
+
+# (ablation, value, model overrides, run options); the default setting is repeated where the
+# paper's table would show it, but trained only once (same overrides -> same run folder).
+SETTINGS: list[tuple[str, str, dict, dict]] = (
+    [("mask_ratio", str(r), {"mask_ratio": r}, {}) for r in (0.1, 0.25, 0.5, 0.75, 0.9)]
+    + [("target", "pixels", {"norm_pix_loss": False}, {}), ("target", "norm_pix", {"norm_pix_loss": True}, {})]
+    + [("decoder_depth", str(d), {"decoder_depth": d}, {}) for d in (1, 2, 4, 8)]
+    + [("decoder_width", str(w), {"decoder_embed_dim": w}, {}) for w in (32, 64, 128)]
+    # Grid sampling needs an even patch grid: this ablation resizes images to 32x32 (8x8 patches).
+    + [("mask_type", t, {"mask_type": t, "img_size": 32}, {}) for t in ("random", "block", "grid")]
+    + [("encoder_mask_tokens", "no (MAE)", {}, {}), ("encoder_mask_tokens", "yes", {}, {"encoder_mask_tokens": True})]
+    + [("schedule", f"x{m}", {}, {"steps_multiplier": m}) for m in (1, 2, 4)]
+)
+
+
+class EncoderWithMaskTokens(MAE):
+    """The ablation the paper argues against: the encoder also processes mask tokens.
+
+    Removed patches are replaced by a learned token *before* the encoder (as BEiT/SimMIM), so
+    the encoder runs on all 1 + L tokens; the decoder then needs no extra mask tokens.
+    """
+
+    def __init__(self, config) -> None:
+        super().__init__(config)
+        self.encoder_mask_token = torch.nn.Parameter(torch.zeros(1, 1, self.embed_dim))
+        torch.nn.init.normal_(self.encoder_mask_token, std=0.02)
+
+    def forward_encoder(self, imgs, mask_ratio, noise=None):
+        grid_hw = self.check_images(imgs)
+        pos_embed, _ = self._tables(grid_hw)
+        x = self.patch_embed(imgs)
+        self._grid_hw = grid_hw
+        _, mask, ids_restore = self.random_masking(x, mask_ratio, noise=noise)
+        x = torch.where(mask.bool().unsqueeze(-1), self.encoder_mask_token.to(x.dtype), x) + pos_embed[:, 1:, :]
+        cls = (self.cls_token + pos_embed[:, :1, :]).expand(x.shape[0], -1, -1)
+        x = torch.cat([cls, x], dim=1)
+        # Latent keeps patch order; ids_restore becomes the identity for the decoder.
+        identity = torch.arange(x.shape[1] - 1, device=x.device).expand(x.shape[0], -1)
+        self._encoder_ids = identity
+        return self.norm(self._run(self.blocks, x)), mask, ids_restore
+
+    def forward(self, imgs, mask_ratio=None, noise=None):
+        mask_ratio = self.mask_ratio if mask_ratio is None else mask_ratio
+        latent, mask, ids_restore = self.forward_encoder(imgs, mask_ratio, noise)
+        pred = self.forward_decoder(latent, self._encoder_ids, self._grid_hw)
+        return {"loss": self.forward_loss(imgs, pred, mask), "pred": pred, "mask": mask, "latent": latent,
+                "ids_restore": ids_restore}
+
+
+def run_name(overrides: dict, options: dict) -> str:
+    """A folder name from what differs from the default config, so equal settings share a run."""
+    base = Config.from_file(PretrainArgs().config)
+    changed = {k: v for k, v in overrides.items() if base.get(k) != v}
+    changed.update({k: v for k, v in options.items() if not (k == "steps_multiplier" and v == 1)})
+    parts = [f"{k}={v}" for k, v in sorted(changed.items())]
+    return "default" if not parts else "_".join(parts).replace("/", "-")
+
+
+def read_rows(csv_path: Path) -> list[dict]:
+    if not csv_path.is_file():
+        return []
+    with open(csv_path, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def evaluate_run(model: MAE, train, test, probe_images: int, finetune_steps: int, seed: int) -> dict:
+    """Reconstruction loss, probe, kNN (on the first ``probe_images`` train images), short fine-tune."""
+    model.eval()
+    sub_train = train.subset(probe_images)
+    train_x = extract_features(model, sub_train, "cls", progress=False)
+    test_x = extract_features(model, test, "cls", progress=False)
+    ft = finetune(model, train, test, FinetuneArgs(epochs=1, max_steps=finetune_steps, seed=seed, progress=False,
+                                                   warmup_epochs=0.05))
+    return {
+        "recon_loss": evaluate_loss(model, test, model.config, torch.device("cpu"), max_images=len(test)),
+        "linear_probe": linear_probe(train_x, sub_train.labels, test_x, test.labels, epochs=20)["accuracy"],
+        "knn": knn_classify(train_x, sub_train.labels, test_x, test.labels)["accuracy"],
+        "finetune": ft["accuracy"],
+    }
+
+
+def run_sweep(args: argparse.Namespace) -> Path:
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    csv_path = out / "ablations.csv"
+    done = {(r["ablation"], r["value"]) for r in read_rows(csv_path)}
+    cache: dict[str, dict] = {r["overrides"]: r for r in read_rows(csv_path)}
+    train = load_fashion_mnist(args.data_root, "train").subset(args.train_images)
+    test = load_fashion_mnist(args.data_root, "test").subset(args.test_images)
+    for ablation, value, overrides, options in SETTINGS:
+        if (args.only and ablation not in args.only) or (ablation, value) in done:
+            continue
+        key = run_name(overrides, options)
+        if key in cache:  # the same setting already trained for another ablation
+            row = {**cache[key], "ablation": ablation, "value": value}
+        else:
+            steps = args.steps * options.get("steps_multiplier", 1)
+            run_dir = out / "runs" / key
+            pretrain_args = PretrainArgs(overrides=overrides, train_images=args.train_images, epochs=10**6,
+                                         max_steps=steps, warmup_epochs=0, batch_size=args.batch_size,
+                                         blr=args.blr, out=str(run_dir), progress=False, seed=args.seed,
+                                         ckpt_every_steps=10**9, log_every_steps=max(1, steps // 20),
+                                         data_root=args.data_root, num_figure_images=8)
+            # Warm-up of 5% of the steps, as a fraction of an epoch of the (sub)set.
+            pretrain_args.warmup_epochs = 0.05 * steps * args.batch_size / len(train)
+            model_cls = EncoderWithMaskTokens if options.get("encoder_mask_tokens") else MAE
+            pretrain(pretrain_args, model_class=model_cls)
+            metrics = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+            epoch_rows = [m for m in metrics if m["kind"] == "epoch"]
+            seconds = sum(m["seconds"] for m in epoch_rows)
+            ckpt = torch.load(run_dir / "model.pt", weights_only=True)
+            model = model_cls(ckpt["config"])
+            model.load_state_dict(ckpt["model"])
+            scores = evaluate_run(model, train, test, args.probe_images, args.finetune_steps, args.seed)
+            row = {"ablation": ablation, "value": value, **{k: f"{v:.4f}" for k, v in scores.items()},
+                   "epoch_seconds": f"{seconds / (steps * args.batch_size) * 60000:.1f}", "steps": steps,
+                   "overrides": key}
+            cache[key] = row
+        write_header = not csv_path.is_file()
+        with open(csv_path, "a", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=COLUMNS)
+            if write_header:
+                writer.writeheader()
+            writer.writerow({k: row[k] for k in COLUMNS})
+        print(f"{ablation}={value}: " + ", ".join(f"{k} {row[k]}" for k in COLUMNS[2:7]), flush=True)
+    draw_figures(csv_path, out)
+    return csv_path
+
+
+def draw_figures(csv_path: Path, out: Path) -> list[Path]:
+    """One panel per ablation: probe, kNN and fine-tune accuracy (and loss) against the setting."""
+    rows = read_rows(csv_path)
+    ablations = list(dict.fromkeys(r["ablation"] for r in rows))
+    if not ablations:
+        return []
+    cols = 3
+    fig, axes = plt.subplots((len(ablations) + cols - 1) // cols, cols, figsize=(4.2 * cols, 3.2 * ((len(ablations) + cols - 1) // cols)),
+                             squeeze=False)
+    for ax, name in zip(axes.flat, ablations):
+        sel = [r for r in rows if r["ablation"] == name]
+        labels = [r["value"] for r in sel]
+        xs = range(len(sel))
+        for metric, marker in (("linear_probe", "o"), ("knn", "s"), ("finetune", "^")):
+            ax.plot(xs, [100 * float(r[metric]) for r in sel], marker=marker, label=metric.replace("_", " "))
+        ax.set_xticks(list(xs), labels, fontsize=8)
+        ax.set_title(name.replace("_", " "), fontsize=10)
+        ax.set_ylabel("test accuracy %")
+        ax.grid(alpha=0.3)
+    axes.flat[0].legend(fontsize=7)
+    for ax in list(axes.flat)[len(ablations):]:
+        ax.axis("off")
+    fig.suptitle("MAE ablations on Fashion-MNIST (same pretraining budget per run)", fontsize=11)
+    fig.tight_layout()
+    path = out / "ablations.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return [path]
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--out", default=str(ROOT / "experiments"))
+    parser.add_argument("--steps", type=int, default=300, help="pretraining optimizer steps per run")
+    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--blr", type=float, default=1e-3)
+    parser.add_argument("--train-images", type=int, default=None)
+    parser.add_argument("--test-images", type=int, default=2000)
+    parser.add_argument("--probe-images", type=int, default=10000)
+    parser.add_argument("--finetune-steps", type=int, default=100)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--data-root", default=str(ROOT / "data"))
+    parser.add_argument("--only", nargs="*", default=None, help="run only these ablations")
+    parser.add_argument("--figures-only", action="store_true", help="redraw figures from the CSV")
+    args = parser.parse_args(argv)
+    if args.figures_only:
+        print(draw_figures(Path(args.out) / "ablations.csv", Path(args.out)))
+        return
+    start = time.perf_counter()
+    path = run_sweep(args)
+    print(f"wrote {path} in {time.perf_counter() - start:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
