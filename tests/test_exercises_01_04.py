@@ -1,0 +1,371 @@
+"""The exercise checkers of notebooks 01-04 accept the reference solutions and reject the usual mistakes.
+
+Every rejection must say what was expected and what came back, and name the mistake, so a
+learner can act on it. The reference solutions here are written independently of the
+package (official recipes), as the notebooks' reference cells are.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+
+from mae_lesson.exercises import ExerciseError
+from mae_lesson.exercises.decoder import check_forward_decoder, check_unshuffle
+from mae_lesson.exercises.encoder import check_attention, check_block_forward, check_forward_encoder
+from mae_lesson.exercises.masking import check_masked_images, check_random_masking
+from mae_lesson.exercises.patches import check_patchify, check_sincos_2d
+from mae_lesson.masking import random_masking
+from mae_lesson.pos_embed import sincos_1d
+
+
+def rejects(checker, fn, *phrases: str) -> str:
+    """Assert ``checker(fn)`` raises ExerciseError whose message has expected/got and every phrase."""
+    with pytest.raises(ExerciseError) as info:
+        checker(fn)
+    message = str(info.value)
+    assert "expected" in message and "got" in message, message
+    for phrase in phrases:
+        assert phrase in message, f"{phrase!r} not in: {message}"
+    return message
+
+
+def accepts(checker, fn, capsys) -> None:
+    assert checker(fn) is True
+    assert capsys.readouterr().out.startswith("Correct: ")
+
+
+def raising(*args):
+    raise NotImplementedError("your code")
+
+
+# ------------------------------------------------------------------------- 01 patches
+def patchify_ok(imgs, p):
+    return rearrange(imgs, "n c (h p) (w q) -> n (h w) (p q c)", p=p, q=p)
+
+
+def patchify_official(imgs, p):  # facebookresearch/mae's reshape + einsum
+    n, c, hh, ww = imgs.shape
+    x = imgs.reshape(n, c, hh // p, p, ww // p, p)
+    return torch.einsum("nchpwq->nhwpqc", x).reshape(n, (hh // p) * (ww // p), p * p * c)
+
+
+@pytest.mark.parametrize("fn", [patchify_ok, patchify_official])
+def test_patchify_accepts_reference(fn, capsys):
+    accepts(check_patchify, fn, capsys)
+
+
+@pytest.mark.parametrize("pattern, phrases", [
+    ("n c (h p) (w q) -> n (h w) (c p q)", ["(c p q)", "channel"]),
+    ("n c (h p) (w q) -> n (w h) (p q c)", ["(w h)", "row by row"]),
+    ("n c (h p) (w q) -> n (h w) (q p c)", ["(q p c)", "transposed"]),
+])
+def test_patchify_rejects_wrong_layouts(pattern, phrases):
+    rejects(check_patchify, lambda imgs, p: rearrange(imgs, pattern, p=p, q=p), *phrases)
+
+
+def test_patchify_rejects_wrong_shape_and_crash():
+    msg = rejects(check_patchify, lambda imgs, p: rearrange(imgs, "n c (h p) (w q) -> n (h w) p q c", p=p, q=p))
+    assert "[2, 6, 48]" in msg
+    with pytest.raises(ExerciseError, match="raised NotImplementedError"):
+        check_patchify(raising)
+    with pytest.raises(ExerciseError, match="got NoneType"):
+        check_patchify(lambda imgs, p: None)
+
+
+def sincos_2d_ok(embed_dim, grid_size):
+    rows, cols = torch.meshgrid(torch.arange(grid_size), torch.arange(grid_size), indexing="ij")
+    return torch.cat([sincos_1d(embed_dim // 2, cols), sincos_1d(embed_dim // 2, rows)], dim=1)
+
+
+def test_sincos_2d_accepts_reference(capsys):
+    accepts(check_sincos_2d, sincos_2d_ok, capsys)
+
+
+def test_sincos_2d_rejects_mistakes():
+    def row_first(d, g):
+        rows, cols = torch.meshgrid(torch.arange(g), torch.arange(g), indexing="ij")
+        return torch.cat([sincos_1d(d // 2, rows), sincos_1d(d // 2, cols)], dim=1)
+
+    rejects(check_sincos_2d, row_first, "column code in the first half")
+    rejects(check_sincos_2d, lambda d, g: torch.cat([torch.zeros(1, d), sincos_2d_ok(d, g)]), "cls row")
+    rejects(check_sincos_2d, lambda d, g: sincos_2d_ok(2 * d, g), "half the width")
+    rejects(check_sincos_2d, lambda d, g: sincos_2d_ok(d, g) * 2, "values differ")
+
+
+# ------------------------------------------------------------------------- 02 masking
+def masking_official(x, mask_ratio, noise):
+    n, length, dim = x.shape
+    len_keep = int(length * (1 - mask_ratio))
+    ids_shuffle = torch.argsort(noise, dim=1)
+    ids_restore = torch.argsort(ids_shuffle, dim=1)
+    ids_keep = ids_shuffle[:, :len_keep]
+    x_masked = torch.gather(x, 1, ids_keep.unsqueeze(-1).repeat(1, 1, dim))
+    mask = torch.ones(n, length)
+    mask[:, :len_keep] = 0
+    return x_masked, torch.gather(mask, 1, ids_restore), ids_restore
+
+
+def test_random_masking_accepts_reference(capsys):
+    accepts(check_random_masking, masking_official, capsys)
+    accepts(check_random_masking, lambda x, r, noise: (lambda a, b, c: (a, b.bool(), c))(*masking_official(x, r, noise)), capsys)
+
+
+def _masking_variant(change):
+    def fn(x, mask_ratio, noise):
+        n, length, dim = x.shape
+        len_keep = int(length * (1 - mask_ratio))
+        if change == "round":
+            len_keep = round(length * (1 - mask_ratio))
+        if change == "kept_count_of_removed":
+            len_keep = length - len_keep
+        ids_shuffle = torch.argsort(-noise if change == "descending" else noise, dim=1)
+        ids_restore = torch.argsort(ids_shuffle, dim=1)
+        ids_keep = ids_shuffle[:, :len_keep]
+        if change == "image_order":
+            ids_keep = ids_keep.sort(dim=1).values
+        if change == "first_tokens":
+            ids_keep = torch.arange(len_keep).expand(n, len_keep)
+        x_masked = torch.gather(x, 1, ids_keep.unsqueeze(-1).expand(-1, -1, dim))
+        mask = torch.ones(n, length)
+        mask[:, :len_keep] = 0
+        if change != "mask_not_unshuffled":
+            mask = torch.gather(mask, 1, ids_restore)
+        if change == "inverted":
+            mask = 1 - mask
+        if change == "restore_is_shuffle":
+            ids_restore = ids_shuffle
+        return x_masked, mask, ids_restore
+    return fn
+
+
+@pytest.mark.parametrize("change, phrases", [
+    ("inverted", ["inverted", "0 for the", "got 1 for kept"]),
+    ("descending", ["smallest noise", "largest"]),
+    ("mask_not_unshuffled", ["shuffled order", "ids_restore"]),
+    ("restore_is_shuffle", ["argsort(ids_shuffle)", "ids_shuffle itself"]),
+    ("round", ["int(L * (1 - mask_ratio))", "[3, 3, 4]"]),
+    ("kept_count_of_removed", ["number to remove"]),
+    ("image_order", ["shuffled order", "image order"]),
+    ("first_tokens", ["first", "image order"]),
+])
+def test_random_masking_rejects_mistakes(change, phrases):
+    rejects(check_random_masking, _masking_variant(change), *phrases)
+
+
+def test_random_masking_rejects_non_tuple():
+    rejects(check_random_masking, lambda x, r, noise: x, "tuple (x_masked, mask, ids_restore)")
+
+
+def masked_images_ok(imgs, mask, p):
+    n, c, h, w = imgs.shape
+    pixel = mask.reshape(n, 1, h // p, w // p).repeat_interleave(p, 2).repeat_interleave(p, 3)
+    return imgs * (1 - pixel)
+
+
+def test_masked_images_accepts_reference(capsys):
+    accepts(check_masked_images, masked_images_ok, capsys)
+
+
+def test_masked_images_rejects_mistakes():
+    def inverted(imgs, mask, p):
+        return masked_images_ok(imgs, 1 - mask, p)
+
+    def transposed(imgs, mask, p):
+        n, c, h, w = imgs.shape
+        m = mask.reshape(n, w // p, h // p).transpose(1, 2).reshape(n, -1)
+        return masked_images_ok(imgs, m, p)
+
+    rejects(check_masked_images, inverted, "kept ones zeroed", "(1 - mask)")
+    rejects(check_masked_images, lambda imgs, mask, p: imgs, "unchanged")
+    rejects(check_masked_images, transposed, "values differ")  # the non-square case catches it first
+    def square_only_transposed(imgs, mask, p):
+        return masked_images_ok(imgs, mask, p) if imgs.shape[-1] != imgs.shape[-2] else transposed(imgs, mask, p)
+    rejects(check_masked_images, square_only_transposed, "transposed")
+
+
+# ------------------------------------------------------------------------- 03 encoder
+def attention_ok(q, k, v):
+    scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])
+    return scores.softmax(dim=-1) @ v
+
+
+def test_attention_accepts_reference_and_sdpa(capsys):
+    accepts(check_attention, attention_ok, capsys)
+    accepts(check_attention, F.scaled_dot_product_attention, capsys)
+
+
+@pytest.mark.parametrize("fn, phrases", [
+    (lambda q, k, v: (q @ k.transpose(-2, -1)).softmax(-1) @ v, ["not scaled", "sqrt(d)"]),
+    (lambda q, k, v: (q @ k.transpose(-2, -1) / q.shape[-1]).softmax(-1) @ v, ["divided by d = 16"]),
+    (lambda q, k, v: (q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])).softmax(-2) @ v, ["dim=-1"]),
+    (lambda q, k, v: F.scaled_dot_product_attention(q, k, v, is_causal=True), ["causal"]),
+    (lambda q, k, v: (q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])).softmax(-1), ["attention weights", "by v"]),
+])
+def test_attention_rejects_mistakes(fn, phrases):
+    rejects(check_attention, fn, *phrases)
+
+
+def block_ok(block, x):
+    x = x + block.attn(block.norm1(x))
+    return x + block.mlp(block.norm2(x))
+
+
+def test_block_accepts_reference(capsys):
+    accepts(check_block_forward, block_ok, capsys)
+    accepts(check_block_forward, lambda block, x: block(x), capsys)
+
+
+@pytest.mark.parametrize("fn, phrase", [
+    (lambda b, x: (lambda y: b.norm2(y + b.mlp(y)))(b.norm1(x + b.attn(x))), "post-norm"),
+    (lambda b, x: (lambda y: y + b.mlp(b.norm2(y)))(b.attn(b.norm1(x))), "residual connections are missing"),
+    (lambda b, x: (lambda y: b.mlp(b.norm2(y)))(x + b.attn(b.norm1(x))), "MLP's residual"),
+    (lambda b, x: x + b.attn(b.norm1(x)) + b.mlp(b.norm2(x)), "output of the attention step"),
+    (lambda b, x: (lambda y: y + b.mlp(b.norm1(y)))(x + b.attn(b.norm2(x))), "swapped"),
+    (lambda b, x: (lambda y: y + b.mlp(y))(x + b.attn(x)), "LayerNorms are missing"),
+])
+def test_block_rejects_mistakes(fn, phrase):
+    rejects(check_block_forward, fn, phrase)
+
+
+def encoder_ok(model, imgs, mask_ratio, noise):
+    x = model.patch_embed(imgs) + model.pos_embed[:, 1:, :]
+    x, mask, ids_restore = random_masking(x, mask_ratio, noise)
+    cls = (model.cls_token + model.pos_embed[:, :1, :]).expand(x.shape[0], -1, -1)
+    x = torch.cat([cls, x], dim=1)
+    for blk in model.blocks:
+        x = blk(x)
+    return model.norm(x), mask, ids_restore
+
+
+def _encoder_variant(change):
+    def fn(model, imgs, mask_ratio, noise):
+        x = model.patch_embed(imgs)
+        if change not in ("no_pos", "pos_after"):
+            x = x + model.pos_embed[:, 1:, :]
+        masked, mask, ids_restore = random_masking(x, mask_ratio, noise)
+        if change == "pos_after":
+            masked = masked + model.pos_embed[:, 1:1 + masked.shape[1], :]
+        if change in ("all_patches", "all_no_cls"):
+            masked = x
+        cls = (model.cls_token + model.pos_embed[:, :1, :]).expand(x.shape[0], -1, -1)
+        if change in ("no_cls", "all_no_cls"):
+            seq = masked
+        elif change == "cls_last":
+            seq = torch.cat([masked, cls], dim=1)
+        else:
+            seq = torch.cat([cls, masked], dim=1)
+        for blk in model.blocks:
+            seq = blk(seq)
+        return (seq if change == "no_norm" else model.norm(seq)), mask, ids_restore
+    return fn
+
+
+def test_forward_encoder_accepts_reference(capsys):
+    accepts(check_forward_encoder, encoder_ok, capsys)
+    accepts(check_forward_encoder, lambda m, imgs, r, noise: m.forward_encoder(imgs, r, noise), capsys)
+
+
+@pytest.mark.parametrize("change, phrase", [
+    ("all_patches", "only the visible patches"),
+    ("all_no_cls", "all patches and no cls"),
+    ("no_cls", "cls token is missing"),
+    ("no_pos", "position embeddings are missing"),
+    ("pos_after", "after masking"),
+    ("cls_last", "prepend it"),
+    ("no_norm", "final LayerNorm"),
+])
+def test_forward_encoder_rejects_mistakes(change, phrase):
+    rejects(check_forward_encoder, _encoder_variant(change), phrase)
+
+
+# ------------------------------------------------------------------------- 04 decoder
+def unshuffle_ok(x_visible, mask_token, ids_restore):
+    n, keep, dim = x_visible.shape
+    x_ = torch.cat([x_visible, mask_token.expand(n, ids_restore.shape[1] - keep, -1)], dim=1)
+    return torch.gather(x_, 1, ids_restore.unsqueeze(-1).expand(-1, -1, dim))
+
+
+def test_unshuffle_accepts_reference(capsys):
+    accepts(check_unshuffle, unshuffle_ok, capsys)
+
+
+def test_unshuffle_rejects_mistakes():
+    def no_unshuffle(x_visible, mask_token, ids_restore):
+        n, keep, _ = x_visible.shape
+        return torch.cat([x_visible, mask_token.expand(n, ids_restore.shape[1] - keep, -1)], dim=1)
+
+    def with_ids_shuffle(x_visible, mask_token, ids_restore):
+        return unshuffle_ok(x_visible, mask_token, torch.argsort(ids_restore, dim=1))
+
+    def mask_first(x_visible, mask_token, ids_restore):
+        n, keep, dim = x_visible.shape
+        x_ = torch.cat([mask_token.expand(n, ids_restore.shape[1] - keep, -1), x_visible], dim=1)
+        return torch.gather(x_, 1, ids_restore.unsqueeze(-1).expand(-1, -1, dim))
+
+    rejects(check_unshuffle, no_unshuffle, "still in shuffled order", "ids_restore")
+    rejects(check_unshuffle, with_ids_shuffle, "ids_shuffle")
+    rejects(check_unshuffle, mask_first, "mask tokens come first")
+    rejects(check_unshuffle, lambda x_visible, mask_token, ids_restore: x_visible, "[2, 16, 6]")
+
+
+def decoder_ok(model, latent, ids_restore):
+    x = model.decoder_embed(latent)
+    n, t, dim = x.shape
+    x_ = torch.cat([x[:, 1:, :], model.mask_token.expand(n, ids_restore.shape[1] + 1 - t, -1)], dim=1)
+    x_ = torch.gather(x_, 1, ids_restore.unsqueeze(-1).expand(-1, -1, dim))
+    x = torch.cat([x[:, :1, :], x_], dim=1) + model.decoder_pos_embed
+    for blk in model.decoder_blocks:
+        x = blk(x)
+    return model.decoder_pred(model.decoder_norm(x))[:, 1:, :]
+
+
+def _decoder_variant(change):
+    def fn(model, latent, ids_restore):
+        x = model.decoder_embed(latent)
+        n, t, dim = x.shape
+        x_ = torch.cat([x[:, 1:, :], model.mask_token.expand(n, ids_restore.shape[1] + 1 - t, -1)], dim=1)
+        if change != "no_unshuffle":
+            x_ = torch.gather(x_, 1, ids_restore.unsqueeze(-1).expand(-1, -1, dim))
+        if change == "drop_cls_early":
+            x = x_ + model.decoder_pos_embed[:, 1:, :]
+        else:
+            x = torch.cat([x[:, :1, :], x_], dim=1)
+            if change != "no_pos":
+                x = x + model.decoder_pos_embed
+        for blk in model.decoder_blocks:
+            x = blk(x)
+        if change != "no_norm":
+            x = model.decoder_norm(x)
+        x = model.decoder_pred(x)
+        return x if change in ("keep_cls_pred", "drop_cls_early") else x[:, 1:, :]
+    return fn
+
+
+def test_forward_decoder_accepts_reference(capsys):
+    accepts(check_forward_decoder, decoder_ok, capsys)
+    accepts(check_forward_decoder, lambda m, latent, ids: m.forward_decoder(latent, ids), capsys)
+
+
+@pytest.mark.parametrize("change, phrase", [
+    ("no_unshuffle", "not un-shuffled"),
+    ("no_pos", "decoder_pos_embed is missing"),
+    ("no_norm", "decoder_norm is missing"),
+    ("keep_cls_pred", "drop the cls"),
+    ("drop_cls_early", "dropped before the decoder blocks"),
+])
+def test_forward_decoder_rejects_mistakes(change, phrase):
+    rejects(check_forward_decoder, _decoder_variant(change), phrase)
+
+
+def test_checkers_leave_global_rng_alone():
+    torch.manual_seed(123)
+    before = torch.get_rng_state()
+    for checker, fn in ((check_block_forward, block_ok), (check_forward_encoder, encoder_ok),
+                        (check_forward_decoder, decoder_ok), (check_random_masking, masking_official)):
+        checker(fn)
+    assert torch.equal(torch.get_rng_state(), before)
