@@ -1,0 +1,94 @@
+"""Checker for notebook 08 (going further): the analytic FLOPs of one MAE forward pass.
+
+Convention (what ``torch.utils.flop_counter.FlopCounterMode`` counts): a matrix product of
+``[m, k] @ [k, n]`` costs ``2 * m * k * n`` FLOPs (a multiply-add is two); LayerNorm, GELU,
+softmax, masking and the loss are left out. For one image with ``L`` patches of ``P = p*p*C``
+values, ``L_keep = int(L * (1 - mask_ratio))`` visible, and a block of width ``D`` on ``T`` tokens::
+
+    block(T, D) = 2*T*D*3D (qkv) + 2*T*T*D (q k^T) + 2*T*T*D (attn v) + 2*T*D*D (proj)
+                  + 2 * 2*T*D*(r*D) (MLP, hidden r*D)
+    forward     = 2*L*P*D                          patch_embed (on every patch, before masking)
+                + depth * block(1 + L_keep, D)     encoder: cls + visible patches
+                + 2*(1 + L_keep)*D*Dd              decoder_embed
+                + decoder_depth * block(1 + L, Dd) decoder: cls + every patch
+                + 2*L*Dd*P                         decoder_pred (cls dropped)
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Mapping
+
+from ..config import Config
+from ..masking import num_kept
+from ._feedback import ExerciseError, passed
+
+
+def _block(tokens: int, dim: int, mlp_ratio: float, attention: int = 4, mlp: bool = True) -> int:
+    hidden = int(dim * mlp_ratio)
+    linear = 2 * tokens * (3 * dim * dim + dim * dim + (2 * hidden * dim if mlp else 0))
+    return linear + attention * tokens * tokens * dim
+
+
+def forward_flops(config: Mapping[str, Any], mask_ratio: float | None = None, *, _variant: str = "") -> int:
+    """FLOPs of ``MAE(config)(imgs)`` for one image at ``config.img_size`` (see the module docstring)."""
+    cfg = config if isinstance(config, Config) else Config(dict(config))
+    ratio = cfg.mask_ratio if mask_ratio is None else mask_ratio
+    grid_h, grid_w = cfg.grid_size
+    length = grid_h * grid_w
+    keep = num_kept(length, ratio)
+    patch = cfg.patch_size**2 * cfg.in_chans
+    d, dd, r = cfg.embed_dim, cfg.decoder_embed_dim, cfg.mlp_ratio
+    cls = 0 if _variant == "no_cls" else 1
+    enc_tokens = (length if _variant == "no_masking" else keep) + cls
+    dec_tokens = (keep if _variant == "decoder_visible" else length) + cls
+    attention = {"no_attention": 0, "attention_once": 2}.get(_variant, 4)
+    mlp = _variant != "no_mlp"
+    embed = 2 * (keep if _variant == "embed_visible" else length) * patch * d
+    outside = embed + 2 * enc_tokens * d * dd + 2 * length * dd * patch
+    if _variant == "blocks_only":
+        outside = 0
+    total = (outside + cfg.encoder_depth * _block(enc_tokens, d, r, attention, mlp)
+             + cfg.decoder_depth * _block(dec_tokens, dd, r, attention, mlp))
+    return total // 2 if _variant == "macs" else total
+
+
+_MISTAKES = {
+    "macs": "multiply-adds (MACs): a multiply-add is 2 FLOPs, so [m, k] @ [k, n] costs 2*m*k*n",
+    "no_masking": "the encoder on all L patches: it sees only the 1 + L_keep tokens left after masking",
+    "no_cls": "no cls token: the encoder runs on 1 + L_keep tokens and the decoder on 1 + L",
+    "no_attention": "no attention products: q k^T and attn v cost 2*T*T*D each per block",
+    "attention_once": "only one of the two attention products: q k^T and attn v cost 2*T*T*D each",
+    "no_mlp": "no MLP: each block also has fc1 (D -> r*D) and fc2 (r*D -> D), 2 * 2*T*D*r*D",
+    "decoder_visible": "the decoder on the visible tokens only: it runs on cls + every patch (mask tokens included)",
+    "embed_visible": "patch_embed on the visible patches only: the official model embeds all L patches, then masks",
+    "blocks_only": "the blocks only: add patch_embed (2*L*P*D), decoder_embed (2*(1 + L_keep)*D*Dd) and "
+                   "decoder_pred (2*L*Dd*P)",
+}
+
+
+def check_forward_flops(fn: Callable[[Config, float], float]) -> bool:
+    """Check ``fn(config, mask_ratio)`` -> FLOPs of one image's forward (see the module docstring)."""
+    cases = [("fashion_mnist_tiny", 0.75), ("mae_base", 0.75), ("mae_large", 0.75), ("mae_huge", 0.75),
+             ("mae_base", 0.0), ("fashion_mnist_tiny", 0.5)]
+    for name, ratio in cases:
+        cfg = Config.from_file(name)
+        where = f"forward_flops(Config.from_file({name!r}), mask_ratio={ratio})"
+        try:
+            got = fn(cfg, ratio)
+        except Exception as exc:  # noqa: BLE001 - any failure is feedback for the learner
+            raise ExerciseError(f"{where} raised {type(exc).__name__}: {exc}") from exc
+        if hasattr(got, "item"):
+            got = got.item()
+        if isinstance(got, bool) or not isinstance(got, (int, float)):
+            raise ExerciseError(f"{where}: expected a number of FLOPs, got {type(got).__name__}")
+        expected = forward_flops(cfg, ratio)
+        if abs(got - expected) <= 1e-9 * expected:
+            continue
+        for variant, message in _MISTAKES.items():
+            value = forward_flops(cfg, ratio, _variant=variant)
+            if value != expected and abs(got - value) <= 1e-9 * expected:
+                raise ExerciseError(f"{where}: expected {expected:,} ({expected / 1e9:.3f} GFLOPs), got "
+                                    f"{got:,.0f} ({got / 1e9:.3f} GFLOPs). You counted {message}")
+        raise ExerciseError(f"{where}: expected {expected:,} ({expected / 1e9:.3f} GFLOPs), got {got:,.0f} "
+                            f"({got / 1e9:.3f} GFLOPs); ratio got/expected = {got / expected:.4f}")
+    return passed("forward_flops", "patch_embed + encoder on visible tokens + decoder on all tokens")
