@@ -41,3 +41,30 @@ def expect_equal(name: str, value: Any, expected: Any, hint: str = "") -> None:
     same = torch.equal(value, expected) if isinstance(expected, torch.Tensor) and isinstance(value, torch.Tensor) else value == expected
     if not same:
         raise ExerciseError(f"{name}: expected {expected!r}, got {value!r}" + (f". Hint: {hint}" if hint else ""))
+
+
+def _describe(arg: Any) -> str:
+    if isinstance(arg, torch.Tensor):
+        return str(list(arg.shape))
+    if isinstance(arg, torch.nn.Module):
+        return type(arg).__name__
+    text = repr(arg)
+    return text if len(text) <= 40 else type(arg).__name__
+
+
+def call_learner(fn: Any, name: str, *args: Any, no_grad: bool = False) -> Any:
+    """Run the learner's function; turn its exception into feedback that names the inputs."""
+    try:
+        if no_grad:
+            with torch.no_grad():
+                return fn(*args)
+        return fn(*args)
+    except Exception as exc:  # noqa: BLE001 - any failure is feedback for the learner
+        raise ExerciseError(
+            f"{name}({', '.join(_describe(a) for a in args)}) raised {type(exc).__name__}: {exc}") from exc
+
+
+def same(value: Any, other: torch.Tensor, atol: float = 1e-5, rtol: float = 1e-5) -> bool:
+    """True when ``value`` is a tensor of ``other``'s shape and values (within tolerance)."""
+    return (isinstance(value, torch.Tensor) and value.shape == other.shape
+            and torch.allclose(value.float(), other.float(), atol=atol, rtol=rtol))

@@ -9,22 +9,15 @@ import torch
 from ..config import Config
 from ..masking import random_masking
 from ..model import MAE
-from ._feedback import ExerciseError, expect_close, expect_shape, passed
+from ._feedback import ExerciseError, expect_close, expect_shape, passed, call_learner, same
 
 
 def _call(fn: Callable, name: str, *args: Any) -> Any:
-    """Run the learner's function; turn its exception into feedback that names the inputs."""
-    try:
-        with torch.no_grad():
-            return fn(*args)
-    except Exception as exc:  # noqa: BLE001 - any failure is feedback for the learner
-        shapes = ", ".join(str(list(a.shape)) if isinstance(a, torch.Tensor) else type(a).__name__ for a in args)
-        raise ExerciseError(f"{name}({shapes}) raised {type(exc).__name__}: {exc}") from exc
+    return call_learner(fn, name, *args, no_grad=True)
 
 
 def _same(value: Any, other: torch.Tensor) -> bool:
-    return (isinstance(value, torch.Tensor) and value.shape == other.shape
-            and torch.allclose(value.float(), other.float(), atol=1e-5, rtol=1e-4))
+    return same(value, other, atol=1e-5, rtol=1e-4)
 
 
 def _gather(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:

@@ -15,16 +15,10 @@ from einops import rearrange
 
 from ..patch_embed import patchify
 from ..pos_embed import get_2d_sincos_pos_embed, sincos_1d
-from ._feedback import ExerciseError, expect_close, expect_shape, passed
+from ._feedback import ExerciseError, expect_close, expect_shape, passed, call_learner, same
 
 
-def _call(fn: Callable, name: str, *args: Any) -> Any:
-    """Run the learner's function; turn its exception into feedback that names the inputs."""
-    try:
-        return fn(*args)
-    except Exception as exc:  # noqa: BLE001 - any failure is feedback for the learner
-        shapes = ", ".join(str(list(a.shape)) if isinstance(a, torch.Tensor) else repr(a) for a in args)
-        raise ExerciseError(f"{name}({shapes}) raised {type(exc).__name__}: {exc}") from exc
+_call = call_learner
 
 
 def _same(value: torch.Tensor, other: torch.Tensor, atol: float = 1e-5) -> bool:
