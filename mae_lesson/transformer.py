@@ -16,8 +16,25 @@ from torch import nn
 LayerNorm = partial(nn.LayerNorm, eps=1e-6)
 
 
+# On the CPU, PyTorch's fused (flash) attention kernel is tuned for long sequences and wide
+# heads: for the course's 13- and 50-token sequences with 32- and 16-wide heads the three plain
+# ops run forward+backward 1.4-2.7x faster (batch 256, 2 threads; equal at 50 tokens x 32).
+# Up to these sizes the CPU path writes them out; ViT-B (64-wide heads) keeps SDPA.
+CPU_EXPLICIT_ATTENTION_MAX_TOKENS = 64
+CPU_EXPLICIT_ATTENTION_MAX_HEAD_DIM = 32
+
+
+def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """``softmax(q k^T / sqrt(d)) v`` for ``[N, heads, T, d]`` tensors: SDPA, or plain ops for short CPU sequences."""
+    if (q.device.type == "cpu" and q.shape[-2] <= CPU_EXPLICIT_ATTENTION_MAX_TOKENS
+            and q.shape[-1] <= CPU_EXPLICIT_ATTENTION_MAX_HEAD_DIM):
+        scores = (q * q.shape[-1] ** -0.5) @ k.transpose(-2, -1)  # [N, heads, T, T]
+        return scores.softmax(dim=-1) @ v
+    return F.scaled_dot_product_attention(q, k, v)
+
+
 class Attention(nn.Module):
-    """Multi-head self-attention with one fused qkv projection and SDPA."""
+    """Multi-head self-attention with one fused qkv projection and SDPA (see ``attention``)."""
 
     def __init__(self, dim: int, num_heads: int, qkv_bias: bool = True) -> None:
         super().__init__()
@@ -30,7 +47,7 @@ class Attention(nn.Module):
         n, t, d = x.shape
         qkv = self.qkv(x).reshape(n, t, 3, self.num_heads, d // self.num_heads).permute(2, 0, 3, 1, 4)
         q, k, v = qkv.unbind(0)  # each [N, heads, T, D/heads]
-        x = F.scaled_dot_product_attention(q, k, v)  # softmax(q k^T / sqrt(D/heads)) v
+        x = attention(q, k, v)  # softmax(q k^T / sqrt(D/heads)) v, [N, heads, T, D/heads]
         return self.proj(x.transpose(1, 2).reshape(n, t, d))
 
 

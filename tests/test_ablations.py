@@ -14,7 +14,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "experiments"))
 
-from ablations import EncoderWithMaskTokens  # noqa: E402
+from ablations import SHIPPED_CHECKPOINT, EncoderWithMaskTokens, tick_label, train_or_load  # noqa: E402
 
 from mae_lesson import MAE  # noqa: E402
 from mae_lesson.data import DEBIAN_FASHION_MNIST  # noqa: E402
@@ -38,6 +38,32 @@ def test_encoder_with_mask_tokens_sees_every_patch():
     hidden = model.unpatchify(mask.unsqueeze(-1).expand(-1, -1, 16))
     changed = imgs + 5 * hidden
     torch.testing.assert_close(model(imgs, noise=noise)["latent"], model(changed, noise=noise)["latent"])
+
+
+def test_schedule_endpoints_random_init_and_shipped_checkpoint(tmp_path):
+    """x0 is an untrained model (seeded); "shipped" loads data/'s checkpoint with its run's timing."""
+    import argparse
+    import json
+    import statistics
+
+    from mae_lesson import load_pretrained
+
+    args = argparse.Namespace(seed=3, out=str(tmp_path), steps=10, batch_size=8)
+    model, seconds, steps, epochs = train_or_load({}, {"steps_multiplier": 0}, "x0", [None] * 64, args)
+    torch.manual_seed(3)
+    fresh = MAE(model.config)
+    assert (seconds, steps, epochs) == (0.0, 0, 0.0) and not any(tmp_path.iterdir())
+    for (name, a), b in zip(model.state_dict().items(), fresh.state_dict().values()):
+        assert torch.equal(a, b), name
+    model, seconds, steps, epochs = train_or_load({}, {"checkpoint": SHIPPED_CHECKPOINT}, "shipped", [None] * 64, args)
+    shipped = load_pretrained()
+    assert model.config == shipped.config and model.pos_embed.dtype == torch.float32
+    torch.testing.assert_close(model.blocks[0].attn.qkv.weight, shipped.blocks[0].attn.qkv.weight.float())
+    log = [json.loads(line) for line in (ROOT / "data" / "mae_fashion_mnist_tiny_run" / "metrics.jsonl").open()]
+    epoch_rows = [m for m in log if m["kind"] == "epoch"]
+    assert epochs == len(epoch_rows) and steps == epoch_rows[-1]["step"]
+    assert seconds == statistics.median(m["seconds"] for m in epoch_rows)
+    assert tick_label({"ablation": "schedule", "value": "shipped", "epochs": "20.00"}) == "shipped\n20.0 ep"
 
 
 @pytest.mark.slow

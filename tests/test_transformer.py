@@ -100,3 +100,22 @@ def test_model_blocks_are_blocks(tiny_model):
     assert isinstance(tiny_model, MAE)
     assert len(tiny_model.blocks) == 2 and len(tiny_model.decoder_blocks) == 1
     assert all(isinstance(b, Block) for b in [*tiny_model.blocks, *tiny_model.decoder_blocks])
+
+
+@pytest.mark.parametrize("tokens, head_dim, fused", [(13, 32, False), (50, 16, False), (65, 16, True), (50, 64, True)])
+def test_cpu_attention_paths_agree_with_sdpa(monkeypatch, tokens, head_dim, fused):
+    """Short CPU sequences with narrow heads take the plain-ops path; values and gradients equal SDPA's."""
+    import mae_lesson.transformer as transformer
+
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(3, 2, tokens, head_dim, requires_grad=True) for _ in range(3))
+    expected = F.scaled_dot_product_attention(q, k, v)
+    grads_expected = torch.autograd.grad(expected.square().sum(), (q, k, v))
+    calls = []
+    real = F.scaled_dot_product_attention
+    monkeypatch.setattr(transformer.F, "scaled_dot_product_attention", lambda *a, **kw: calls.append(1) or real(*a, **kw))
+    got = transformer.attention(q, k, v)
+    assert bool(calls) == fused
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+    for g, e in zip(torch.autograd.grad(got.square().sum(), (q, k, v)), grads_expected):
+        torch.testing.assert_close(g, e, atol=1e-4, rtol=1e-4)

@@ -1,0 +1,50 @@
+"""Where a training step spends its time: torch.profiler over ours and Hugging Face, side by side.
+
+Prints the top operators by self CPU time for each implementation at one configuration, so a
+missed speed target can be explained by the operator that takes the time.
+
+    python benchmarks/profile_step.py                       # tiny config, batch 256
+    python benchmarks/profile_step.py --config vit_b16 --steps 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+from torch.profiler import ProfilerActivity, profile
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import build_impl, configs, warm_up  # noqa: E402
+
+
+def profile_impl(name: str, config: str, steps: int, rows: int, batch: int | None) -> str:
+    """Top ``rows`` operators by self CPU time over ``steps`` training steps of one implementation."""
+    cfg, default_batch = configs(False)[config]
+    impl = build_impl(name, cfg, batch or default_batch, torch.device("cpu"))
+    if impl.error:
+        return f"{name}: {impl.error}"
+    warm_up(impl, 2, torch.device("cpu"))
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(steps):
+            impl.step()
+    table = prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=rows, max_name_column_width=48)
+    return f"## {name} ({config}, batch {batch or default_batch}, {steps} steps)\n{table}"
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--config", default="fashion_mnist_tiny", choices=["fashion_mnist_tiny", "vit_b16"])
+    parser.add_argument("--impls", nargs="+", default=["mae_lesson", "hf_sdpa"])
+    parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--batch", type=int, default=None)
+    parser.add_argument("--rows", type=int, default=18)
+    args = parser.parse_args(argv)
+    for name in args.impls:
+        print(profile_impl(name, args.config, args.steps, args.rows, args.batch), flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,75 @@
+"""Smoke tests of the benchmark scripts: they run, write their reports, and count FLOPs right."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from common import forward_flops, train_step_flops  # noqa: E402
+
+from mae_lesson import MAE, Config  # noqa: E402
+
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+
+
+@pytest.mark.parametrize("name", ["fashion_mnist_tiny", "mae_base"])
+def test_analytic_flops_match_pytorchs_counter(name):
+    """The benchmark's FLOP formula equals FlopCounterMode on a real forward (meta device: no compute)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    cfg = Config.from_file(name)
+    with torch.device("meta"):
+        model = MAE(cfg)
+        imgs = torch.empty(2, cfg.in_chans, *cfg.img_size) if isinstance(cfg.img_size, (list, tuple)) else \
+            torch.empty(2, cfg.in_chans, cfg.img_size, cfg.img_size)
+        noise = torch.empty(2, model.patch_embed.num_patches).uniform_()
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        model(imgs, noise=noise)
+    ours = sum(forward_flops(cfg, 2).values())
+    assert counter.get_total_flops() == ours
+    assert train_step_flops(cfg, 2) == 3 * ours
+
+
+def test_cpu_benchmark_quick_writes_report(tmp_path):
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "train_step.py"), "--quick", "--out", str(tmp_path), "--threads", "1"]
+    subprocess.run(cmd, check=True, env=ENV, timeout=600, capture_output=True, cwd=ROOT)
+    results = json.loads((tmp_path / "results_cpu.json").read_text())
+    tiny = results["configs"]["fashion_mnist_tiny"]["implementations"]
+    # Every peer is reported: the ones that run with timings, vit-pytorch pool='cls' with its error.
+    assert tiny["mae_lesson"]["images_per_s"] > 0 and tiny["hf_sdpa"]["images_per_s"] > 0
+    assert "error" in tiny["vit_pytorch_cls"] and "images_per_s" in tiny["vit_pytorch_mean"]
+    assert results["configs"]["fashion_mnist_tiny"]["hf_parity_abs_loss_diff"] < 1e-5
+    assert results["matmul_peak_flops"] > 0 and results["loader"]["vs_model_paired"] > 0
+    assert {m["config"] for m in results["mask_tokens"]} == {"fashion_mnist_tiny", "vit_b16"}
+    assert {t["config"] for t in results["targets"]} == {"fashion_mnist_tiny", "vit_b16"}
+    text = (tmp_path / "results_cpu.md").read_text()
+    assert "## Targets (issue 5)" in text and "FLOP count:" in text
+
+
+def test_gpu_benchmark_dry_run_on_cpu(tmp_path):
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "gpu_train_step.py"), "--dry-run", "--out", str(tmp_path)]
+    subprocess.run(cmd, check=True, env=ENV, timeout=600, capture_output=True, cwd=ROOT)
+    results = json.loads((tmp_path / "results_gpu.json").read_text())
+    assert results["dry_run"] and results["amp_dtype"] == "torch.bfloat16"
+    ours = results["implementations"]["mae_lesson"]
+    assert ours["images_per_s"] > 0 and 0 < ours["mfu"]
+    assert "error" in results["implementations"]["vit_pytorch_cls"]
+    assert "MFU" in (tmp_path / "results_gpu.md").read_text()
+
+
+def test_gpu_benchmark_refuses_without_gpu():
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu_train_step.py")], env=ENV, timeout=120,
+                          capture_output=True, text=True, cwd=ROOT)
+    assert done.returncode == 2 and "no CUDA GPU is visible" in done.stderr and "--dry-run" in done.stderr
