@@ -277,6 +277,25 @@ def run_config(name: str, cfg: Config, batch: int, args: argparse.Namespace, res
 
 
 # ----------------------------------------------------------------------------- report
+def merge_into_previous(new: dict[str, Any], path: Path, rerun: list[str]) -> dict[str, Any]:
+    """The previous results with the configurations in ``rerun`` replaced by ``new``'s."""
+    if not path.is_file():
+        raise FileNotFoundError(f"--update needs an earlier {path}; run without --update first")
+    old = json.loads(path.read_text(encoding="utf-8"))
+    if old["quick"] != new["quick"]:
+        raise ValueError(f"--update cannot mix a {'quick' if new['quick'] else 'full'} run into {path}")
+    for name in rerun:
+        old["configs"][name] = new["configs"][name]
+    old["mask_tokens"] = [m for m in old["mask_tokens"] if m["config"] not in rerun] + new["mask_tokens"]
+    if "fashion_mnist_tiny" in rerun:
+        old["loader"] = new["loader"]
+    for size, rates in new["matmul"].items():  # the peak is the best over both runs
+        old["matmul"].setdefault(size, []).extend(rates)
+    old["command"] = f"{old['command']}` ({old['started']}), then `{new['command']}"
+    old["started"] = new["started"]
+    return old
+
+
 def finish(results: dict[str, Any]) -> None:
     """Peak, model FLOP utilisation and the targets table, from the raw timings."""
     peak = max(max(v) for v in results["matmul"].values())
@@ -397,6 +416,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--out", default=None, help="folder for results_cpu.md/.json (default benchmarks/; "
                                                     "--quick writes nothing unless given)")
+    parser.add_argument("--update", action="store_true",
+                        help="replace only the configs run now in the existing results_cpu.json (after a code change "
+                             "that affects one configuration); both commands are recorded")
     parser.add_argument("--probe-memory", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--probe-config", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -425,6 +447,8 @@ def main(argv: list[str] | None = None) -> int:
     for name, (cfg, batch) in configs(q).items():
         if name in args.configs:
             run_config(name, cfg, batch, args, results)
+    if args.update:
+        results = merge_into_previous(results, (out_dir or ROOT / "benchmarks") / "results_cpu.json", args.configs)
     finish(results)
     results["wall_s"] = time.perf_counter() - t0
     text = to_markdown(results) + f"\nWall time: {results['wall_s']:.0f} s.\n"

@@ -7,6 +7,7 @@ frozen cls features, and a short fine-tune. One CSV row per run; finished runs a
 
     python experiments/ablations.py                 # the committed sweep
     python experiments/ablations.py --only mask_ratio --steps 50   # one ablation, quickly
+    python experiments/ablations.py --only target --values norm_pix --out runs/mine   # one setting
 """
 
 from __future__ import annotations
@@ -170,7 +171,8 @@ def run_sweep(args: argparse.Namespace) -> Path:
     train = load_fashion_mnist(args.data_root, "train").subset(args.train_images)
     test = load_fashion_mnist(args.data_root, "test").subset(args.test_images)
     for ablation, value, overrides, options in SETTINGS:
-        if (args.only and ablation not in args.only) or (ablation, value) in done:
+        if (args.only and ablation not in args.only) or (args.values and value not in args.values) \
+                or (ablation, value) in done:
             continue
         key = run_name(overrides, options)
         if key in cache:  # the same setting already trained for another ablation
@@ -248,8 +250,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--data-root", default=str(ROOT / "data"))
     parser.add_argument("--only", nargs="*", default=None, help="run only these ablations")
+    parser.add_argument("--values", nargs="*", default=None, help="run only these values (e.g. --only target --values norm_pix)")
     parser.add_argument("--figures-only", action="store_true", help="redraw figures from the CSV")
     args = parser.parse_args(argv)
+    known = {a: [v for a2, v, _, _ in SETTINGS if a2 == a] for a, _, _, _ in SETTINGS}
+    for name in args.only or []:
+        if name not in known:
+            parser.error(f"unknown ablation {name!r}; choose from {', '.join(known)}")
+    chosen = [v for a in (args.only or known) for v in known[a]]
+    for value in args.values or []:
+        if value not in chosen:
+            parser.error(f"no setting {value!r} in {', '.join(args.only or known)}; its values are {', '.join(chosen)}")
     if args.figures_only:
         print(draw_figures(Path(args.out) / "ablations.csv", Path(args.out)))
         return

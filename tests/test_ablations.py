@@ -14,7 +14,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "experiments"))
 
-from ablations import SHIPPED_CHECKPOINT, EncoderWithMaskTokens, tick_label, train_or_load  # noqa: E402
+from ablations import SHIPPED_CHECKPOINT, EncoderWithMaskTokens, main, tick_label, train_or_load  # noqa: E402
 
 from mae_lesson import MAE  # noqa: E402
 from mae_lesson.data import DEBIAN_FASHION_MNIST  # noqa: E402
@@ -64,6 +64,16 @@ def test_schedule_endpoints_random_init_and_shipped_checkpoint(tmp_path):
     assert epochs == len(epoch_rows) and steps == epoch_rows[-1]["step"]
     assert seconds == statistics.median(m["seconds"] for m in epoch_rows)
     assert tick_label({"ablation": "schedule", "value": "shipped", "epochs": "20.00"}) == "shipped\n20.0 ep"
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--only", "targt"], "unknown ablation 'targt'; choose from mask_ratio, target"),
+    (["--only", "target", "--values", "normpix"], "its values are pixels, norm_pix"),
+])
+def test_unknown_settings_are_refused(argv, message, capsys):
+    with pytest.raises(SystemExit):
+        main(argv)
+    assert message in capsys.readouterr().err
 
 
 @pytest.mark.slow

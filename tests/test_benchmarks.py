@@ -54,6 +54,15 @@ def test_cpu_benchmark_quick_writes_report(tmp_path):
     assert {t["config"] for t in results["targets"]} == {"fashion_mnist_tiny", "vit_b16"}
     text = (tmp_path / "results_cpu.md").read_text()
     assert "## Targets (issue 5)" in text and "FLOP count:" in text
+    # --update reruns one configuration and keeps the other's figures.
+    subprocess.run(cmd + ["--update", "--configs", "fashion_mnist_tiny", "--rounds", "2"], check=True, env=ENV,
+                   timeout=600, capture_output=True, cwd=ROOT)
+    updated = json.loads((tmp_path / "results_cpu.json").read_text())
+    for name, row in results["configs"]["vit_b16"]["implementations"].items():  # kept (peak may rise)
+        assert updated["configs"]["vit_b16"]["implementations"][name].get("times_s") == row.get("times_s")
+    assert len(updated["configs"]["fashion_mnist_tiny"]["implementations"]["mae_lesson"]["times_s"]) == 2
+    assert sorted(m["config"] for m in updated["mask_tokens"]) == ["fashion_mnist_tiny", "vit_b16"]
+    assert "--update" in updated["command"] and ", then `" in updated["command"]
 
 
 def test_gpu_benchmark_dry_run_on_cpu(tmp_path):
