@@ -146,7 +146,7 @@ def train_or_load(overrides: dict, options: dict, key: str, train, args: argpars
         return model_cls(Config({**Config.from_file(PretrainArgs().config), **overrides})), 0.0, 0, 0.0
     run_dir = Path(args.out) / "runs" / key
     pretrain_args = PretrainArgs(overrides=overrides, train_images=args.train_images, epochs=10**6,
-                                 max_steps=steps, warmup_epochs=0, batch_size=args.batch_size,
+                                 max_steps=steps, schedule_steps=steps, warmup_epochs=0, batch_size=args.batch_size,
                                  blr=args.blr, out=str(run_dir), progress=False, seed=args.seed,
                                  ckpt_every_steps=10**9, log_every_steps=max(1, steps // 20),
                                  data_root=args.data_root, num_figure_images=8)

@@ -50,6 +50,7 @@ class PretrainArgs:
     train_images: int | None = None        # use only the first N training images (quick runs, tests)
     epochs: int = 50
     max_steps: int | None = None           # stop early after this many optimizer steps (quick runs)
+    schedule_steps: int | None = None      # cosine length in optimizer steps (default: epochs x steps per epoch)
     batch_size: int = 256                  # global images per micro-step, over all processes
     accum_iter: int = 1                    # micro-steps per optimizer step
     blr: float = 1.5e-4                    # base lr; lr = blr * batch_size * accum_iter / 256
@@ -158,7 +159,7 @@ def pretrain(args: PretrainArgs | None = None, model_class: type[MAE] = MAE, **k
     fused = device.type == "cuda"
     optimizer = torch.optim.AdamW(param_groups(model, args.weight_decay), lr=base_lr, betas=(0.9, 0.95),
                                   **({"fused": True} if fused else {}))
-    schedule = WarmupCosine(optimizer, base_lr, args.epochs * steps_per_epoch,
+    schedule = WarmupCosine(optimizer, base_lr, args.schedule_steps or args.epochs * steps_per_epoch,
                             int(args.warmup_epochs * steps_per_epoch), args.min_lr)
     autocast, scaler = autocast_for(device, args.amp)
 
@@ -317,7 +318,7 @@ def parse_args(argv: list[str] | None = None) -> PretrainArgs:
         if isinstance(default, bool):
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default)
         else:
-            kind = {"max_steps": int, "lr": float, "clip_grad": float, "train_images": int}.get(f.name, type(default))
+            kind = {"max_steps": int, "schedule_steps": int, "lr": float, "clip_grad": float, "train_images": int}.get(f.name, type(default))
             parser.add_argument(flag, type=kind, default=default)
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="change a model config key, e.g. --set mask_ratio=0.5 --set norm_pix_loss=true")

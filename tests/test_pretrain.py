@@ -148,3 +148,19 @@ def test_torchrun_two_gloo_processes_match_one(tmp_path):
     for key in a:
         torch.testing.assert_close(a[key], b[key], atol=2e-5, rtol=1e-4, msg=key)
     assert not any(p.name.startswith("recon") for p in (two.parent).glob("*.png"))  # only rank 0 writes, in its folder
+
+
+@needs_fmnist
+def test_schedule_steps_sets_the_cosine_length(tmp_path):
+    """max_steps alone stops a long schedule early; schedule_steps fits the whole cosine into the run."""
+    import json
+
+    lrs = {}
+    for name, extra in {"capped": {}, "fitted": {"schedule_steps": 6}}.items():
+        pretrain(tiny_args(tmp_path / name, epochs=100, max_steps=6, warmup_epochs=0, log_every_steps=1,
+                           ckpt_every_steps=100, **extra))
+        log = [json.loads(line) for line in (tmp_path / name / "metrics.jsonl").read_text().splitlines()]
+        lrs[name] = [m["lr"] for m in log if m["kind"] == "train"]
+    assert len(lrs["fitted"]) == 6 and lrs["capped"][-1] > 0.99 * lrs["capped"][0]
+    assert lrs["fitted"][-1] < 0.1 * lrs["fitted"][0]
+    assert parse_args(["--schedule-steps", "40"]).schedule_steps == 40
