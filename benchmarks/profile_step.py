@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -41,9 +42,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--batch", type=int, default=None)
     parser.add_argument("--rows", type=int, default=18)
+    parser.add_argument("--out", default=None, help="also append the tables to this markdown file")
     args = parser.parse_args(argv)
+    torch.manual_seed(0)
+    command = "python benchmarks/profile_step.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    parts = [f"Command: `{command.strip()}` ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, "
+             f"{torch.get_num_threads()} threads)\n"]
     for name in args.impls:
-        print(profile_impl(name, args.config, args.steps, args.rows, args.batch), flush=True)
+        parts.append(profile_impl(name, args.config, args.steps, args.rows, args.batch))
+        print(parts[-1], flush=True)
+    if args.out:
+        with open(args.out, "a", encoding="utf-8") as handle:
+            handle.write("\n".join(p if p.startswith("Command") else f"```\n{p}\n```\n" for p in parts) + "\n")
 
 
 if __name__ == "__main__":

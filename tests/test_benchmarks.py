@@ -82,3 +82,13 @@ def test_gpu_benchmark_refuses_without_gpu():
     done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu_train_step.py")], env=ENV, timeout=120,
                           capture_output=True, text=True, cwd=ROOT)
     assert done.returncode == 2 and "no CUDA GPU is visible" in done.stderr and "--dry-run" in done.stderr
+
+
+def test_profile_names_the_operators(tmp_path):
+    from profile_step import main as profile_main
+
+    out = tmp_path / "profile.md"
+    profile_main(["--batch", "4", "--steps", "1", "--impls", "mae_lesson", "hf_sdpa", "--rows", "5", "--out", str(out)])
+    text = out.read_text()
+    assert text.startswith("Command: `python benchmarks/profile_step.py --batch 4")
+    assert text.count("## mae_lesson") == 1 and text.count("## hf_sdpa") == 1 and "aten::" in text

@@ -381,6 +381,7 @@ def test_forward_flops_matches_torch_flop_counter(name):
 @pytest.mark.parametrize("name, checker", [
     ("05_loss.ipynb", "check_mae_loss"), ("06_pretraining.ipynb", "check_lr_schedule"),
     ("07_finetuning.ipynb", "check_knn"), ("08_going_further.ipynb", "check_forward_flops"),
+    ("09_paper_in_miniature.ipynb", "check_standard_error"),
 ])
 def test_notebooks_05_08_follow_the_course_conventions(name, checker):
     """Title with badge and module, the exact set-up cell, seeded, checked exercises, no widget state."""
