@@ -174,8 +174,10 @@ def run_sweep(args: argparse.Namespace) -> Path:
     train = load_fashion_mnist(args.data_root, "train").subset(args.train_images)
     test = load_fashion_mnist(args.data_root, "test").subset(args.test_images)
     for ablation, value, overrides, options in SETTINGS:
-        if (args.only and ablation not in args.only) or (args.values and value not in args.values) \
-                or (ablation, value) in done:
+        if (args.only and ablation not in args.only) or (args.values and value not in args.values):
+            continue
+        if (ablation, value) in done:
+            print(f"{ablation}={value}: already in {csv_path}, not redone (delete its row to redo it)", flush=True)
             continue
         key = run_name(overrides, options)
         if key in cache:  # the same setting already trained for another ablation
