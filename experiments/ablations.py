@@ -200,7 +200,7 @@ def run_sweep(args: argparse.Namespace) -> Path:
     return csv_path
 
 
-def schedule_order(row: dict) -> tuple[float, int]:
+def panel_order(row: dict) -> tuple[float, int]:
     """Plot order within a panel: by pretraining epochs for the schedule, else as listed in SETTINGS."""
     if row["ablation"] == "schedule":
         return float(row["epochs"]), 0
@@ -226,7 +226,7 @@ def draw_figures(csv_path: Path, out: Path) -> list[Path]:
     fig, axes = plt.subplots((len(ablations) + cols - 1) // cols, cols, figsize=(4.2 * cols, 3.2 * ((len(ablations) + cols - 1) // cols)),
                              squeeze=False)
     for ax, name in zip(axes.flat, ablations):
-        sel = sorted((r for r in rows if r["ablation"] == name), key=schedule_order)
+        sel = sorted((r for r in rows if r["ablation"] == name), key=panel_order)
         labels = [tick_label(r) for r in sel]
         xs = range(len(sel))
         for metric, marker in (("linear_probe", "o"), ("knn", "s"), ("finetune", "^")):

@@ -22,6 +22,7 @@ def test_accepts_reference(capsys):
 @pytest.mark.parametrize("wrong, phrase", [
     (lambda p, n: p * (1 - p) / n, "variance"),
     (lambda p, n: math.sqrt(p / n), "p(1-p)"),
+    (lambda p, n: math.sqrt(p * (1 - p)), "without dividing by n"),
     (lambda p, n: 100 * math.sqrt(p * (1 - p) / n), "percentage"),
     (lambda p, n: math.sqrt(p * (1 - p) / (n + 1)), "sqrt(p * (1 - p) / n)"),
     (lambda p, n: [0.01], "expected a number"),

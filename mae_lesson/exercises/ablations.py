@@ -32,7 +32,7 @@ def differ(acc_a: float, acc_b: float, n: int, z: float = 2.0) -> bool:
 _MISTAKES: dict[str, Callable[[float, int], float]] = {
     "the variance p(1-p)/n instead of its square root": lambda p, n: p * (1 - p) / n,
     "sqrt(p/n): the spread of a right/wrong outcome is p(1-p), not p": lambda p, n: math.sqrt(p / n),
-    "dividing by n-1 or forgetting n": lambda p, n: math.sqrt(p * (1 - p)),
+    "sqrt(p(1-p)) without dividing by n": lambda p, n: math.sqrt(p * (1 - p)),
     "a percentage: work with fractions (0.82, not 82)": lambda p, n: 100 * math.sqrt(p * (1 - p) / n),
 }
 
