@@ -29,8 +29,7 @@ def test_analytic_flops_match_pytorchs_counter(name):
     cfg = Config.from_file(name)
     with torch.device("meta"):
         model = MAE(cfg)
-        imgs = torch.empty(2, cfg.in_chans, *cfg.img_size) if isinstance(cfg.img_size, (list, tuple)) else \
-            torch.empty(2, cfg.in_chans, cfg.img_size, cfg.img_size)
+        imgs = torch.empty(2, cfg.in_chans, *(g * cfg.patch_size for g in cfg.grid_size))
         noise = torch.empty(2, model.patch_embed.num_patches).uniform_()
     counter = FlopCounterMode(display=False)
     with counter, torch.no_grad():
