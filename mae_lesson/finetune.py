@@ -100,13 +100,15 @@ class FinetuneArgs:
     seed: int = 0
     device: str = "auto"
     progress: bool = True
+    eval_every_epoch: bool = False  # test accuracy after each epoch, for a learning curve (not for selection)
 
 
 def finetune(mae: MAE | None, train: ImageData, test: ImageData, args: FinetuneArgs | None = None,
              config: Config | None = None) -> dict[str, Any]:
     """Fine-tune a pretrained MAE encoder (or, with ``mae=None``, train ``config`` from scratch).
 
-    Returns ``{"accuracy", "predictions", "seconds", "steps", "model"}``.
+    Returns ``{"accuracy", "predictions", "seconds", "steps", "model", "history"}``; ``history`` lists
+    ``(epoch, test accuracy)`` after each epoch when ``args.eval_every_epoch`` (else only the end).
     """
     args = args or FinetuneArgs()
     set_seed(args.seed)
@@ -125,7 +127,7 @@ def finetune(mae: MAE | None, train: ImageData, test: ImageData, args: FinetuneA
     optimizer = torch.optim.AdamW(param_groups(model, args.weight_decay, layer_decay_scales(model, decay)), lr=lr)
     schedule = WarmupCosine(optimizer, lr, total, int(args.warmup_epochs * len(loader)))
     mix_gen = torch.Generator().manual_seed(args.seed + 7)
-    step, tick = 0, time.perf_counter()
+    step, tick, eval_seconds, history = 0, time.perf_counter(), 0.0, []
     bar = tqdm(total=total, desc="fine-tune" if mae is not None else "from scratch", disable=not args.progress)
     model.train()
     while step < total:
@@ -145,11 +147,23 @@ def finetune(mae: MAE | None, train: ImageData, test: ImageData, args: FinetuneA
         step += 1
         bar.update(1)
         bar.set_postfix(loss=f"{loss.item():.3f}")
+        if args.eval_every_epoch and step % len(loader) == 0 and step < total:
+            start = time.perf_counter()
+            history.append((step / len(loader), accuracy(predict(model, test, config.img_size, device), test)))
+            eval_seconds += time.perf_counter() - start
+            bar.write(f"epoch {history[-1][0]:g}: test accuracy {history[-1][1]:.2%}")
+            model.train()
     bar.close()
-    seconds = time.perf_counter() - tick
+    seconds = time.perf_counter() - tick - eval_seconds  # training time only
     predictions = predict(model, test, config.img_size, device)
-    return {"accuracy": float((predictions == test.labels).float().mean()), "predictions": predictions,
-            "seconds": seconds, "steps": step, "model": model}
+    history.append((step / len(loader), accuracy(predictions, test)))
+    return {"accuracy": history[-1][1], "predictions": predictions, "seconds": seconds, "steps": step,
+            "model": model, "history": history}
+
+
+def accuracy(predictions: torch.Tensor, data: ImageData) -> float:
+    """Fraction of ``predictions`` ``[N]`` equal to ``data.labels``."""
+    return float((predictions == data.labels).float().mean())
 
 
 @torch.no_grad()
@@ -185,9 +199,17 @@ def results_table(checkpoint: str | Path, out: str | Path, seeds: list[int], fin
     from .pretrain import evaluate_loss
 
     rows: dict[str, dict[str, list[float]]] = {}
+    histories: dict[str, list[list[tuple[float, float]]]] = {}
+
+    def save() -> None:  # after every number, so a long table that is stopped keeps what it measured
+        (out / "results.json").write_text(json.dumps({"rows": rows, "finetune_histories": histories,
+                                                      "finetune_args": asdict(finetune_args), "probe_epochs": probe_epochs,
+                                                      "checkpoint": str(checkpoint)}, indent=2))
 
     def add(name: str, metric: str, value: float) -> None:
         rows.setdefault(name, {}).setdefault(metric, []).append(value)
+        print(f"{name}: {metric} {value:.4f}", flush=True)
+        save()
 
     cfg = pretrained.config
     add("MAE pretrained (shipped)", "recon_loss", evaluate_loss(pretrained, test, cfg, torch.device("cpu"), max_images=10_000))
@@ -210,15 +232,19 @@ def results_table(checkpoint: str | Path, out: str | Path, seeds: list[int], fin
     for seed in seeds:
         args = FinetuneArgs(**{**asdict(finetune_args), "seed": seed})
         ft = finetune(pretrained, train, test, args)
+        histories.setdefault("MAE pretrained (shipped)", []).append(ft["history"])
         add("MAE pretrained (shipped)", "finetune", ft["accuracy"])
-        add("ViT from scratch, same budget", "finetune", finetune(None, train, test, args, config=cfg)["accuracy"])
+        scratch = finetune(None, train, test, args, config=cfg)
+        histories.setdefault("ViT from scratch, same budget", []).append(scratch["history"])
+        add("ViT from scratch, same budget", "finetune", scratch["accuracy"])
         if seed == seeds[0]:
             fig = confusion_figure(ft["predictions"], test.labels, test.classes,
                                    f"fine-tuned shipped MAE, seed {seed}: {ft['accuracy']:.1%}")
             fig.savefig(out / "confusion_finetune.png", dpi=110)
             plt.close(fig)
-    (out / "results.json").write_text(json.dumps({"rows": rows, "finetune_args": asdict(finetune_args),
-                                                  "probe_epochs": probe_epochs, "checkpoint": str(checkpoint)}, indent=2))
+    fig = finetune_curve_figure(histories)
+    fig.savefig(out / "finetune_curve.png", dpi=110)
+    plt.close(fig)
     metrics = ["recon_loss", "linear_probe", "knn", "finetune"]
     lines = ["| model | test recon. loss | linear probe % | kNN (k=20) % | fine-tune % |", "|---|---|---|---|---|"]
     for name, row in rows.items():
@@ -230,6 +256,22 @@ def results_table(checkpoint: str | Path, out: str | Path, seeds: list[int], fin
     table = "\n".join(lines)
     (out / "results.md").write_text(table + "\n")
     return table
+
+
+def finetune_curve_figure(histories: dict[str, list[list[tuple[float, float]]]]) -> plt.Figure:
+    """Test accuracy against fine-tuning epochs, one line per run (``histories[name][seed]``)."""
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for color, (name, runs) in zip(["tab:blue", "tab:orange", "tab:green", "tab:red"], histories.items()):
+        for i, run in enumerate(runs):
+            epochs, accs = zip(*run)
+            ax.plot(epochs, [100 * a for a in accs], "o-", color=color, alpha=0.8, label=name if i == 0 else None)
+    ax.set_xlabel("fine-tuning epoch")
+    ax.set_ylabel("test accuracy %")
+    ax.set_title("Fine-tuning: pretrained MAE vs the same ViT from scratch")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    return fig
 
 
 def main(argv: list[str] | None = None) -> None:

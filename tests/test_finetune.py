@@ -8,7 +8,7 @@ from mae_lesson import MAE
 from mae_lesson.data import ImageData
 from mae_lesson.evaluate import (confusion_figure, confusion_matrix, extract_features, feature_map_figure,
                                  knn_classify, linear_probe, pixel_features)
-from mae_lesson.finetune import FinetuneArgs, ViTClassifier, finetune, layer_decay_scales
+from mae_lesson.finetune import FinetuneArgs, ViTClassifier, finetune, finetune_curve_figure, layer_decay_scales
 
 CFG = {"img_size": 8, "patch_size": 4, "in_chans": 1, "embed_dim": 16, "encoder_depth": 2, "encoder_num_heads": 2,
        "decoder_embed_dim": 16, "decoder_depth": 1, "decoder_num_heads": 2}
@@ -102,3 +102,18 @@ def test_finetune_learns_toy_task_and_scratch_runs():
     assert 0.0 <= scratch["accuracy"] <= 1.0 and scratch["predictions"].shape == (64,)
     again = finetune(mae, train, test, args)
     assert again["accuracy"] == result["accuracy"]  # seeded
+
+
+def test_eval_every_epoch_records_a_curve_without_changing_training():
+    train, test = toy_images(128), toy_images(64, seed=1)
+    args = FinetuneArgs(epochs=3, batch_size=32, blr=2e-2, warmup_epochs=0.5, drop_path=0.1, label_smoothing=0.0,
+                        crop_scale=0.8, progress=False)
+    mae = MAE(CFG)
+    plain = finetune(mae, train, test, args)
+    assert plain["history"] == [(3.0, plain["accuracy"])]
+    curve = finetune(mae, train, test, FinetuneArgs(**{**args.__dict__, "eval_every_epoch": True}))
+    assert [epoch for epoch, _ in curve["history"]] == [1.0, 2.0, 3.0]
+    # evaluating in between must not touch the training randomness (drop path, crops)
+    assert curve["accuracy"] == plain["accuracy"] and torch.equal(curve["predictions"], plain["predictions"])
+    fig = finetune_curve_figure({"MAE": [curve["history"]], "scratch": [plain["history"]]})
+    assert len(fig.axes[0].lines) == 2
