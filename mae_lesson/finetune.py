@@ -213,7 +213,7 @@ def results_table(checkpoint: str | Path, out: str | Path, seeds: list[int], fin
 
     cfg = pretrained.config
     add("MAE pretrained (shipped)", "recon_loss", evaluate_loss(pretrained, test, cfg, torch.device("cpu"), max_images=10_000))
-    ev = evaluate_checkpoint(pretrained, train, test, probe_epochs)
+    ev = evaluate_checkpoint(pretrained, train, test, probe_epochs, progress=finetune_args.progress)
     add("MAE pretrained (shipped)", "linear_probe", ev["linear_probe"])
     add("MAE pretrained (shipped)", "knn", ev["knn"])
     fig = feature_map_figure(ev["test_features"], test.labels, test.classes, "PCA of the shipped encoder's cls features")
@@ -223,7 +223,7 @@ def results_table(checkpoint: str | Path, out: str | Path, seeds: list[int], fin
     torch.manual_seed(seeds[0])
     random_mae = MAE(cfg)
     add("random-init encoder", "recon_loss", evaluate_loss(random_mae, test, cfg, torch.device("cpu"), max_images=10_000))
-    ev_rand = evaluate_checkpoint(random_mae, train, test, probe_epochs)
+    ev_rand = evaluate_checkpoint(random_mae, train, test, probe_epochs, progress=finetune_args.progress)
     add("random-init encoder", "linear_probe", ev_rand["linear_probe"])
     add("random-init encoder", "knn", ev_rand["knn"])
     px_train, px_test = pixel_features(train), pixel_features(test)
@@ -298,7 +298,7 @@ def main(argv: list[str] | None = None) -> None:
     train, test = load_dataset("fashion_mnist", ns.data_root, "train"), load_dataset("fashion_mnist", ns.data_root, "test")
     mae = MAE.from_checkpoint(ns.checkpoint).float()
     if ns.mode == "probe":
-        ev = evaluate_checkpoint(mae, train, test, ns.probe_epochs)
+        ev = evaluate_checkpoint(mae, train, test, ns.probe_epochs, progress=ft_args.progress)
         print(f"linear probe {ev['linear_probe']:.2%}, kNN {ev['knn']:.2%}")
         return
     for seed in ns.seeds:
