@@ -175,11 +175,11 @@ def predict(model: nn.Module, data: ImageData, img_size: int, device: torch.devi
 
 # -------------------------------------------------------------------------------- results
 def evaluate_checkpoint(mae: MAE, train: ImageData, test: ImageData, probe_epochs: int = 30,
-                        device: str = "auto", progress: bool = True) -> dict[str, Any]:
-    """Linear probe (cls token, as the paper) and kNN on frozen features, plus the features."""
+                        device: str = "auto", progress: bool = True, pool: str = "cls") -> dict[str, Any]:
+    """Linear probe and kNN on frozen features (``pool``: ``cls`` as the paper, ``mean`` or ``both``)."""
     dev = get_device(device)
-    train_x = extract_features(mae, train, "cls", device=dev, progress=progress)
-    test_x = extract_features(mae, test, "cls", device=dev, progress=progress)
+    train_x = extract_features(mae, train, pool, device=dev, progress=progress)
+    test_x = extract_features(mae, test, pool, device=dev, progress=progress)
     probe = linear_probe(train_x, train.labels, test_x, test.labels, epochs=probe_epochs)
     knn = knn_classify(train_x, train.labels, test_x, test.labels)
     return {"linear_probe": probe["accuracy"], "knn": knn["accuracy"], "probe_predictions": probe["predictions"],
@@ -281,6 +281,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--mode", choices=["table", "probe", "finetune", "scratch"], default="table")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--probe-epochs", type=int, default=30)
+    parser.add_argument("--pool", choices=["cls", "mean", "both"], default="cls",
+                        help="features for --mode probe: the cls token (the paper's probe), mean of patch tokens, or both")
     parser.add_argument("--data-root", default="data")
     for field, default in asdict(FinetuneArgs()).items():
         if field in ("seed",):
@@ -298,8 +300,8 @@ def main(argv: list[str] | None = None) -> None:
     train, test = load_dataset("fashion_mnist", ns.data_root, "train"), load_dataset("fashion_mnist", ns.data_root, "test")
     mae = MAE.from_checkpoint(ns.checkpoint).float()
     if ns.mode == "probe":
-        ev = evaluate_checkpoint(mae, train, test, ns.probe_epochs, progress=ft_args.progress)
-        print(f"linear probe {ev['linear_probe']:.2%}, kNN {ev['knn']:.2%}")
+        ev = evaluate_checkpoint(mae, train, test, ns.probe_epochs, progress=ft_args.progress, pool=ns.pool)
+        print(f"{ns.pool} features: linear probe {ev['linear_probe']:.2%}, kNN {ev['knn']:.2%}")
         return
     for seed in ns.seeds:
         args = FinetuneArgs(**{**asdict(ft_args), "seed": seed})

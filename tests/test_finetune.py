@@ -8,7 +8,8 @@ from mae_lesson import MAE
 from mae_lesson.data import ImageData
 from mae_lesson.evaluate import (confusion_figure, confusion_matrix, extract_features, feature_map_figure,
                                  knn_classify, linear_probe, pixel_features)
-from mae_lesson.finetune import FinetuneArgs, ViTClassifier, finetune, finetune_curve_figure, layer_decay_scales
+from mae_lesson.finetune import (FinetuneArgs, ViTClassifier, evaluate_checkpoint, finetune, finetune_curve_figure,
+                                 layer_decay_scales)
 
 CFG = {"img_size": 8, "patch_size": 4, "in_chans": 1, "embed_dim": 16, "encoder_depth": 2, "encoder_num_heads": 2,
        "decoder_embed_dim": 16, "decoder_depth": 1, "decoder_num_heads": 2}
@@ -117,3 +118,13 @@ def test_eval_every_epoch_records_a_curve_without_changing_training():
     assert curve["accuracy"] == plain["accuracy"] and torch.equal(curve["predictions"], plain["predictions"])
     fig = finetune_curve_figure({"MAE": [curve["history"]], "scratch": [plain["history"]]})
     assert len(fig.axes[0].lines) == 2
+
+
+def test_evaluate_checkpoint_pools_cls_mean_or_both():
+    train, test = toy_images(64), toy_images(32, seed=1)
+    mae = MAE(CFG)
+    widths = {pool: evaluate_checkpoint(mae, train, test, probe_epochs=2, device="cpu", progress=False,
+                                        pool=pool)["test_features"].shape for pool in ("cls", "mean", "both")}
+    assert widths == {"cls": (32, 16), "mean": (32, 16), "both": (32, 32)}
+    cls = evaluate_checkpoint(mae, train, test, probe_epochs=2, device="cpu", progress=False)["test_features"]
+    assert torch.equal(cls, extract_features(mae, test, "cls", progress=False))  # cls stays the default
