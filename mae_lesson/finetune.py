@@ -200,9 +200,11 @@ def results_table(checkpoint: str | Path, out: str | Path, seeds: list[int], fin
 
     rows: dict[str, dict[str, list[float]]] = {}
     histories: dict[str, list[list[tuple[float, float]]]] = {}
+    seconds: dict[str, list[float]] = {}  # training time of each fine-tune, without the evaluations
 
     def save() -> None:  # after every number, so a long table that is stopped keeps what it measured
         (out / "results.json").write_text(json.dumps({"rows": rows, "finetune_histories": histories,
+                                                      "finetune_seconds": seconds,
                                                       "finetune_args": asdict(finetune_args), "probe_epochs": probe_epochs,
                                                       "checkpoint": str(checkpoint)}, indent=2))
 
@@ -233,9 +235,11 @@ def results_table(checkpoint: str | Path, out: str | Path, seeds: list[int], fin
         args = FinetuneArgs(**{**asdict(finetune_args), "seed": seed})
         ft = finetune(pretrained, train, test, args)
         histories.setdefault("MAE pretrained (shipped)", []).append(ft["history"])
+        seconds.setdefault("MAE pretrained (shipped)", []).append(round(ft["seconds"], 1))
         add("MAE pretrained (shipped)", "finetune", ft["accuracy"])
         scratch = finetune(None, train, test, args, config=cfg)
         histories.setdefault("ViT from scratch, same budget", []).append(scratch["history"])
+        seconds.setdefault("ViT from scratch, same budget", []).append(round(scratch["seconds"], 1))
         add("ViT from scratch, same budget", "finetune", scratch["accuracy"])
         if seed == seeds[0]:
             fig = confusion_figure(ft["predictions"], test.labels, test.classes,
