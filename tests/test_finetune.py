@@ -128,3 +128,23 @@ def test_evaluate_checkpoint_pools_cls_mean_or_both():
     assert widths == {"cls": (32, 16), "mean": (32, 16), "both": (32, 32)}
     cls = evaluate_checkpoint(mae, train, test, probe_epochs=2, device="cpu", progress=False)["test_features"]
     assert torch.equal(cls, extract_features(mae, test, "cls", progress=False))  # cls stays the default
+
+
+def test_results_table_end_to_end_on_toy_data(tmp_path, monkeypatch):
+    import json
+
+    import mae_lesson.finetune as ft
+
+    data = {"train": toy_images(64), "test": toy_images(32, seed=1)}
+    monkeypatch.setattr(ft, "load_dataset", lambda name, root, split: data[split])  # no Fashion-MNIST needed
+    MAE(CFG).save_checkpoint(tmp_path / "mae.pt")
+    args = FinetuneArgs(epochs=2, batch_size=32, warmup_epochs=0.5, progress=False, eval_every_epoch=True)
+    table = ft.results_table(tmp_path / "mae.pt", tmp_path / "out", [0, 1], args, probe_epochs=2)
+    saved = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert len(saved["rows"]["MAE pretrained (shipped)"]["finetune"]) == 2
+    assert [len(runs) for runs in saved["finetune_histories"].values()] == [2, 2]
+    assert [e for e, _ in saved["finetune_histories"]["ViT from scratch, same budget"][0]] == [1.0, 2.0]
+    assert all(s > 0 for runs in saved["finetune_seconds"].values() for s in runs)
+    assert "(n=2)" in table and table == (tmp_path / "out" / "results.md").read_text().strip()
+    for figure in ("confusion_finetune.png", "feature_map.png", "finetune_curve.png"):
+        assert (tmp_path / "out" / figure).stat().st_size > 0
