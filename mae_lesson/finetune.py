@@ -269,6 +269,7 @@ def finetune_curve_figure(histories: dict[str, list[list[tuple[float, float]]]])
         for i, run in enumerate(runs):
             epochs, accs = zip(*run)
             ax.plot(epochs, [100 * a for a in accs], "o-", color=color, alpha=0.8, label=name if i == 0 else None)
+    ax.xaxis.set_major_locator(plt.MaxNLocator(integer=True))
     ax.set_xlabel("fine-tuning epoch")
     ax.set_ylabel("test accuracy %")
     ax.set_title("Fine-tuning: pretrained MAE vs the same ViT from scratch")
