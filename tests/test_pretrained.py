@@ -1,0 +1,53 @@
+"""The shipped checkpoints in data/: every one loads by name as documented; export round-trips."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from mae_lesson import MAE, available_pretrained, load_pretrained
+from mae_lesson.checkpoint import safe_load
+from mae_lesson.pretrained import DATA_DIR, DEFAULT_PRETRAINED, export_pretrained
+
+TINY = {"img_size": 8, "patch_size": 4, "in_chans": 1, "embed_dim": 16, "encoder_depth": 1, "encoder_num_heads": 2,
+        "decoder_embed_dim": 16, "decoder_depth": 1, "decoder_num_heads": 2, "norm_mean": [0.3], "norm_std": [0.4]}
+
+
+def test_the_default_checkpoint_is_shipped():
+    assert DEFAULT_PRETRAINED in available_pretrained()
+
+
+@pytest.mark.parametrize("name", available_pretrained())
+def test_every_shipped_checkpoint_loads_as_documented(name):
+    path = DATA_DIR / f"{name}.pt"
+    assert path.stat().st_size <= 20 * 2**20  # the issue's limit for a committed checkpoint
+    raw = safe_load(path)  # weights_only=True, like every checkpoint
+    assert "optimizer" not in raw and all(v.dtype == torch.float16 for v in raw["model"].values() if v.is_floating_point())
+    model = load_pretrained(name)
+    assert isinstance(model, MAE) and not model.training
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+    cfg = model.config
+    assert len(cfg.norm_mean) == len(cfg.norm_std) == cfg.in_chans  # how to feed it images
+    imgs = torch.zeros(2, cfg.in_chans, cfg.img_size, cfg.img_size)
+    out = model(imgs, mask_ratio=cfg.mask_ratio)
+    patches = cfg.grid_size[0] * cfg.grid_size[1]
+    assert torch.isfinite(out["loss"]) and out["pred"].shape[:2] == out["mask"].shape == (2, patches)
+
+
+def test_missing_name_says_what_is_available(tmp_path):
+    (tmp_path / "mae_other.pt").write_bytes(b"")
+    with pytest.raises(FileNotFoundError, match="mae_other"):
+        load_pretrained("mae_nope", data_dir=tmp_path)
+
+
+def test_export_keeps_weights_in_fp16_and_drops_training_state(tmp_path):
+    torch.manual_seed(0)
+    model = MAE(TINY)
+    model.save_checkpoint(tmp_path / "model.pt", optimizer={"state": {}}, epoch=3)
+    export_pretrained(tmp_path / "model.pt", tmp_path / "mae_small.pt")
+    assert available_pretrained(tmp_path) == ["mae_small"]
+    shipped = load_pretrained("mae_small", data_dir=tmp_path)
+    assert "optimizer" not in safe_load(tmp_path / "mae_small.pt") and safe_load(tmp_path / "mae_small.pt")["epoch"] == 3
+    assert shipped.config.norm_mean == [0.3]
+    for key, value in model.state_dict().items():
+        torch.testing.assert_close(shipped.state_dict()[key], value, atol=2e-3, rtol=1e-3)
