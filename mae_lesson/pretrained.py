@@ -35,9 +35,14 @@ def load_pretrained(name: str = DEFAULT_PRETRAINED, data_dir: str | Path = DATA_
 
 
 def export_pretrained(run_checkpoint: str | Path, dest: str | Path, half: bool = True) -> Path:
-    """Write a run's ``model.pt`` as a small shippable file (fp16 weights, config, run facts)."""
+    """Write a run's ``model.pt`` as a small shippable file (fp16 weights, config, run facts).
+
+    The config's ``model_name`` becomes the file's stem, the name ``load_pretrained`` knows it by.
+    """
     ckpt = safe_load(run_checkpoint)
     state = {k: (v.half() if half and v.is_floating_point() else v) for k, v in ckpt["model"].items()}
     extra = {k: v for k, v in ckpt.items() if k not in ("model", "optimizer", "scheduler", "scaler", "rng")}
+    if "config" in extra:
+        extra["config"] = {**extra["config"], "model_name": Path(dest).stem}
     atomic_save({**extra, "model": state}, dest)
     return Path(dest)

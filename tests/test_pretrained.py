@@ -24,7 +24,7 @@ def test_every_shipped_checkpoint_loads_as_documented(name):
     raw = safe_load(path)  # weights_only=True, like every checkpoint
     assert "optimizer" not in raw and all(v.dtype == torch.float16 for v in raw["model"].values() if v.is_floating_point())
     model = load_pretrained(name)
-    assert isinstance(model, MAE) and not model.training
+    assert isinstance(model, MAE) and not model.training and model.config.model_name == name
     assert all(p.dtype == torch.float32 for p in model.parameters())
     cfg = model.config
     assert len(cfg.norm_mean) == len(cfg.norm_std) == cfg.in_chans  # how to feed it images
@@ -48,6 +48,6 @@ def test_export_keeps_weights_in_fp16_and_drops_training_state(tmp_path):
     assert available_pretrained(tmp_path) == ["mae_small"]
     shipped = load_pretrained("mae_small", data_dir=tmp_path)
     assert "optimizer" not in safe_load(tmp_path / "mae_small.pt") and safe_load(tmp_path / "mae_small.pt")["epoch"] == 3
-    assert shipped.config.norm_mean == [0.3]
+    assert shipped.config.norm_mean == [0.3] and shipped.config.model_name == "mae_small"
     for key, value in model.state_dict().items():
         torch.testing.assert_close(shipped.state_dict()[key], value, atol=2e-3, rtol=1e-3)
