@@ -235,11 +235,11 @@ def results_table(checkpoint: str | Path, out: str | Path, seeds: list[int], fin
         args = FinetuneArgs(**{**asdict(finetune_args), "seed": seed})
         ft = finetune(pretrained, train, test, args)
         histories.setdefault("MAE pretrained (shipped)", []).append(ft["history"])
-        seconds.setdefault("MAE pretrained (shipped)", []).append(round(ft["seconds"], 1))
+        seconds.setdefault("MAE pretrained (shipped)", []).append(ft["seconds"])
         add("MAE pretrained (shipped)", "finetune", ft["accuracy"])
         scratch = finetune(None, train, test, args, config=cfg)
         histories.setdefault("ViT from scratch, same budget", []).append(scratch["history"])
-        seconds.setdefault("ViT from scratch, same budget", []).append(round(scratch["seconds"], 1))
+        seconds.setdefault("ViT from scratch, same budget", []).append(scratch["seconds"])
         add("ViT from scratch, same budget", "finetune", scratch["accuracy"])
         if seed == seeds[0]:
             fig = confusion_figure(ft["predictions"], test.labels, test.classes,
