@@ -213,6 +213,11 @@ def results_table(checkpoint: str | Path, out: str | Path, seeds: list[int], fin
         print(f"{name}: {metric} {value:.4f}", flush=True)
         save()
 
+    def add_finetune(name: str, result: dict[str, Any]) -> None:
+        histories.setdefault(name, []).append(result["history"])
+        seconds.setdefault(name, []).append(result["seconds"])
+        add(name, "finetune", result["accuracy"])
+
     cfg = pretrained.config
     add("MAE pretrained (shipped)", "recon_loss", evaluate_loss(pretrained, test, cfg, torch.device("cpu"), max_images=10_000))
     ev = evaluate_checkpoint(pretrained, train, test, probe_epochs, progress=finetune_args.progress)
@@ -234,13 +239,8 @@ def results_table(checkpoint: str | Path, out: str | Path, seeds: list[int], fin
     for seed in seeds:
         args = FinetuneArgs(**{**asdict(finetune_args), "seed": seed})
         ft = finetune(pretrained, train, test, args)
-        histories.setdefault("MAE pretrained (shipped)", []).append(ft["history"])
-        seconds.setdefault("MAE pretrained (shipped)", []).append(ft["seconds"])
-        add("MAE pretrained (shipped)", "finetune", ft["accuracy"])
-        scratch = finetune(None, train, test, args, config=cfg)
-        histories.setdefault("ViT from scratch, same budget", []).append(scratch["history"])
-        seconds.setdefault("ViT from scratch, same budget", []).append(scratch["seconds"])
-        add("ViT from scratch, same budget", "finetune", scratch["accuracy"])
+        add_finetune("MAE pretrained (shipped)", ft)
+        add_finetune("ViT from scratch, same budget", finetune(None, train, test, args, config=cfg))
         if seed == seeds[0]:
             fig = confusion_figure(ft["predictions"], test.labels, test.classes,
                                    f"fine-tuned shipped MAE, seed {seed}: {ft['accuracy']:.1%}")
