@@ -281,7 +281,7 @@ def finetune_curve_figure(histories: dict[str, list[list[tuple[float, float]]]])
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m mae_lesson.finetune", description=__doc__.split("\n")[0])
-    parser.add_argument("--checkpoint", default="data/mae_fashion_mnist_tiny.pt", help="an MAE checkpoint with its config")
+    parser.add_argument("--checkpoint", default="data/mae_fashion_mnist_p7.pt", help="an MAE checkpoint with its config")
     parser.add_argument("--out", default="runs/eval")
     parser.add_argument("--mode", choices=["table", "probe", "finetune", "scratch"], default="table")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])

@@ -42,7 +42,7 @@ from .viz import loss_curve_figure, reconstruction_figure
 class PretrainArgs:
     """Everything a pretraining run needs; saved in the run folder as ``args.json``."""
 
-    config: str = "fashion_mnist_tiny"     # bundled config name or YAML path
+    config: str = "fashion_mnist_p7"       # bundled config name or YAML path (the default CPU model)
     overrides: dict[str, Any] = field(default_factory=dict)  # model config keys to change
     dataset: str = "fashion_mnist"         # fashion_mnist, cifar10, or an image folder
     data_root: str = "data"

@@ -11,7 +11,8 @@ from .model import MAE
 
 # Shipped checkpoints live in the repository's data/ folder (next to the package).
 DATA_DIR = Path(__file__).resolve().parent.parent / "data"
-DEFAULT_PRETRAINED = "mae_fashion_mnist_tiny"
+# The default CPU config's checkpoint; "mae_fashion_mnist_tiny" (patch 4) is the notebooks' picture model.
+DEFAULT_PRETRAINED = "mae_fashion_mnist_p7"
 
 
 def available_pretrained(data_dir: str | Path = DATA_DIR) -> list[str]:

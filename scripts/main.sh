@@ -4,4 +4,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-python3 -m mae_lesson.pretrain --out runs/main "$@"
+# The shipped default checkpoint's recipe (data/README.md); later flags override these.
+python3 -m mae_lesson.pretrain --config fashion_mnist_p7 --epochs 50 --blr 1e-3 --warmup-epochs 2 --out runs/main "$@"

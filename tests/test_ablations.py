@@ -55,7 +55,7 @@ def test_schedule_endpoints_random_init_and_shipped_checkpoint(tmp_path):
     for (name, a), b in zip(model.state_dict().items(), fresh.state_dict().values()):
         assert torch.equal(a, b), name
     model, seconds, steps, epochs = train_or_load({}, {"checkpoint": SHIPPED_CHECKPOINT}, "shipped", [None] * 64, args)
-    shipped = load_pretrained()
+    shipped = load_pretrained("mae_fashion_mnist_tiny")
     assert model.config == shipped.config and model.pos_embed.dtype == torch.float32
     torch.testing.assert_close(model.blocks[0].attn.qkv.weight, shipped.blocks[0].attn.qkv.weight.float())
     log = [json.loads(line) for line in (ROOT / "data" / "mae_fashion_mnist_tiny_run" / "metrics.jsonl").open()]

@@ -10,7 +10,7 @@ import yaml
 
 from mae_lesson import Config, bundled_config_names
 
-BUNDLED = ["cifar_tiny", "fashion_mnist_tiny", "mae_base", "mae_config", "mae_huge", "mae_large"]
+BUNDLED = ["cifar_tiny", "fashion_mnist_p7", "fashion_mnist_tiny", "mae_base", "mae_config", "mae_huge", "mae_large"]
 
 
 def _bundled_yaml(name: str) -> dict:

@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mae_lesson import MAE, available_pretrained, load_pretrained
+from mae_lesson import MAE, Config, available_pretrained, load_pretrained
 from mae_lesson.checkpoint import safe_load
+from mae_lesson.pretrain import PretrainArgs
 from mae_lesson.pretrained import DATA_DIR, DEFAULT_PRETRAINED, export_pretrained
 
 TINY = {"img_size": 8, "patch_size": 4, "in_chans": 1, "embed_dim": 16, "encoder_depth": 1, "encoder_num_heads": 2,
@@ -15,6 +16,14 @@ TINY = {"img_size": 8, "patch_size": 4, "in_chans": 1, "embed_dim": 16, "encoder
 
 def test_the_default_checkpoint_is_shipped():
     assert DEFAULT_PRETRAINED in available_pretrained()
+
+
+def test_the_default_checkpoint_is_the_default_cpu_config_trained():
+    """load_pretrained() is the main job's model: same architecture as the pretraining default config."""
+    default_config = Config.from_file(PretrainArgs().config)
+    shipped = safe_load(DATA_DIR / f"{DEFAULT_PRETRAINED}.pt")
+    model_keys = [k for k in default_config.to_dict() if k not in ("model_name", "description")]
+    assert {k: shipped["config"][k] for k in model_keys} == {k: default_config[k] for k in model_keys}
 
 
 @pytest.mark.parametrize("name", available_pretrained())
