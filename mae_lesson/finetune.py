@@ -27,7 +27,7 @@ from .evaluate import (confusion_figure, extract_features, feature_map_figure, k
                        pixel_features, summarize)
 from .model import MAE
 from .optim import WarmupCosine, param_groups, scaled_lr
-from .pretrained import DATA_DIR, DEFAULT_PRETRAINED
+from .pretrained import pretrained_path
 from .transformer import Block, LayerNorm
 from .utils import get_device, set_seed
 
@@ -282,7 +282,7 @@ def finetune_curve_figure(histories: dict[str, list[list[tuple[float, float]]]])
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m mae_lesson.finetune", description=__doc__.split("\n")[0])
-    parser.add_argument("--checkpoint", default=str(DATA_DIR / f"{DEFAULT_PRETRAINED}.pt"),
+    parser.add_argument("--checkpoint", default=str(pretrained_path()),
                         help="an MAE checkpoint with its config (default: the shipped default checkpoint)")
     parser.add_argument("--out", default="runs/eval")
     parser.add_argument("--mode", choices=["table", "probe", "finetune", "scratch"], default="table")

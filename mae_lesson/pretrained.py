@@ -20,13 +20,18 @@ def available_pretrained(data_dir: str | Path = DATA_DIR) -> list[str]:
     return sorted(p.stem for p in Path(data_dir).glob("mae_*.pt"))
 
 
+def pretrained_path(name: str = DEFAULT_PRETRAINED, data_dir: str | Path = DATA_DIR) -> Path:
+    """Where a shipped checkpoint lives: ``<data_dir>/<name>.pt`` (it may not exist)."""
+    return Path(data_dir) / f"{name}.pt"
+
+
 def load_pretrained(name: str = DEFAULT_PRETRAINED, data_dir: str | Path = DATA_DIR,
                     map_location: str | torch.device = "cpu") -> MAE:
     """A shipped pretrained ``MAE`` in eval mode (fp32), e.g. ``load_pretrained()``.
 
     Its ``config`` records ``norm_mean``/``norm_std``: normalise inputs with them.
     """
-    path = Path(data_dir) / f"{name}.pt"
+    path = pretrained_path(name, data_dir)
     if not path.is_file():
         raise FileNotFoundError(
             f"No shipped checkpoint {name!r} in {data_dir}; available: {', '.join(available_pretrained(data_dir)) or 'none'}. "
