@@ -288,8 +288,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--mode", choices=["table", "probe", "finetune", "scratch"], default="table")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--probe-epochs", type=int, default=30)
-    parser.add_argument("--pool", choices=["cls", "mean", "both"], default="cls",
-                        help="features for --mode probe: the cls token (the paper's probe), mean of patch tokens, or both")
+    parser.add_argument("--pool", choices=["cls", "mean", "both"], nargs="+", default=["cls"],
+                        help="features for --mode probe, one or more: the cls token (the paper's probe), the mean of "
+                             "the patch tokens, or both concatenated")
     parser.add_argument("--data-root", default="data")
     for field, default in asdict(FinetuneArgs()).items():
         if field in ("seed",):
@@ -307,8 +308,14 @@ def main(argv: list[str] | None = None) -> None:
     train, test = load_dataset("fashion_mnist", ns.data_root, "train"), load_dataset("fashion_mnist", ns.data_root, "test")
     mae = MAE.from_checkpoint(ns.checkpoint).float()
     if ns.mode == "probe":
-        ev = evaluate_checkpoint(mae, train, test, ns.probe_epochs, progress=ft_args.progress, pool=ns.pool)
-        print(f"{ns.pool} features: linear probe {ev['linear_probe']:.2%}, kNN {ev['knn']:.2%}")
+        scores = {}
+        for pool in ns.pool:
+            ev = evaluate_checkpoint(mae, train, test, ns.probe_epochs, progress=ft_args.progress, pool=pool)
+            scores[pool] = {"linear_probe": ev["linear_probe"], "knn": ev["knn"]}
+            print(f"{pool} features: linear probe {ev['linear_probe']:.2%}, kNN {ev['knn']:.2%}", flush=True)
+        Path(ns.out).mkdir(parents=True, exist_ok=True)
+        record = {"checkpoint": str(ns.checkpoint), "probe_epochs": ns.probe_epochs, "scores": scores}
+        (Path(ns.out) / "probe.json").write_text(json.dumps(record, indent=2))
         return
     for seed in ns.seeds:
         args = FinetuneArgs(**{**asdict(ft_args), "seed": seed})

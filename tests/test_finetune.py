@@ -148,3 +148,23 @@ def test_results_table_end_to_end_on_toy_data(tmp_path, monkeypatch):
     assert "(n=2)" in table and table == (tmp_path / "out" / "results.md").read_text().strip()
     for figure in ("confusion_finetune.png", "feature_map.png", "finetune_curve.png"):
         assert (tmp_path / "out" / figure).stat().st_size > 0
+
+
+def test_probe_mode_scores_each_requested_pool_and_records_them(tmp_path, monkeypatch, capsys):
+    import json
+
+    import mae_lesson.finetune as ft
+
+    data = {"train": toy_images(64), "test": toy_images(32, seed=1)}
+    monkeypatch.setattr(ft, "load_dataset", lambda name, root, split: data[split])  # no Fashion-MNIST needed
+    MAE(CFG).save_checkpoint(tmp_path / "mae.pt")
+    ft.main(["--mode", "probe", "--checkpoint", str(tmp_path / "mae.pt"), "--pool", "cls", "both",
+             "--probe-epochs", "2", "--out", str(tmp_path / "eval"), "--no-progress"])
+    saved = json.loads((tmp_path / "eval" / "probe.json").read_text())
+    assert list(saved["scores"]) == ["cls", "both"] and saved["probe_epochs"] == 2
+    mae = MAE.from_checkpoint(tmp_path / "mae.pt").float()
+    for pool in ("cls", "both"):
+        direct = evaluate_checkpoint(mae, data["train"], data["test"], probe_epochs=2, progress=False, pool=pool)
+        assert saved["scores"][pool] == {"linear_probe": direct["linear_probe"], "knn": direct["knn"]}
+    printed = capsys.readouterr().out
+    assert "cls features: linear probe" in printed and "both features: linear probe" in printed
