@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
+import yaml
 import torch
 
 from mae_lesson import MAE, Config, available_pretrained, load_pretrained
@@ -42,6 +45,24 @@ def test_every_shipped_checkpoint_loads_as_documented(name):
     patches = cfg.grid_size[0] * cfg.grid_size[1]
     assert torch.isfinite(out["loss"]) and out["pred"].shape[:2] == out["mask"].shape == (2, patches)
 
+
+
+@pytest.mark.parametrize("name", available_pretrained())
+def test_every_shipped_checkpoint_comes_with_its_run_record(name):
+    """data/<name>_run/ holds the exact arguments, the config and a metrics log that ends at the shipped step."""
+    raw = safe_load(DATA_DIR / f"{name}.pt")
+    run = DATA_DIR / f"{name}_run"
+    args = json.loads((run / "args.json").read_text())
+    # A resumed run's checkpoint says resume=True; older checkpoints predate some later flags.
+    shared = (args.keys() & raw["args"].keys()) - {"resume"}
+    assert {"config", "overrides", "epochs", "batch_size", "blr", "warmup_epochs", "seed"} <= shared
+    assert {k: args[k] for k in shared} == {k: raw["args"][k] for k in shared}
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    assert {k: v for k, v in config.items() if k != "model_name"} == {k: v for k, v in raw["config"].items() if k != "model_name"}
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    last_epoch = [r for r in records if r["kind"] == "epoch"][-1]
+    assert last_epoch["step"] == raw["step"] and last_epoch["epoch"] == args["epochs"]
+    assert (run / "loss_curve.png").is_file() and (run / f"recon_epoch{args['epochs']:03d}.png").is_file()
 
 def test_missing_name_says_what_is_available(tmp_path):
     (tmp_path / "mae_other.pt").write_bytes(b"")
