@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import torch
 
 from mae_lesson import MAE
@@ -168,3 +171,17 @@ def test_probe_mode_scores_each_requested_pool_and_records_them(tmp_path, monkey
         assert saved["scores"][pool] == {"linear_probe": direct["linear_probe"], "knn": direct["knn"]}
     printed = capsys.readouterr().out
     assert "cls features: linear probe" in printed and "both features: linear probe" in printed
+
+
+def test_command_line_defaults_reproduce_the_committed_results_table():
+    """`python -m mae_lesson.finetune --mode table` alone runs the recipe, seeds and checkpoint of docs/results."""
+    from mae_lesson.finetune import build_parser
+    from mae_lesson.pretrained import pretrained_path
+
+    committed = json.loads((Path(__file__).resolve().parent.parent / "docs" / "results" / "results.json").read_text())
+    ns = build_parser().parse_args([])
+    recipe = {k: v for k, v in committed["finetune_args"].items() if k not in ("seed", "device", "progress")}
+    assert {k: getattr(ns, k) for k in recipe} == recipe
+    assert ns.mode == "table" and ns.probe_epochs == committed["probe_epochs"]
+    assert ns.seeds == [0, 1, 2] == list(range(len(committed["rows"]["MAE pretrained (shipped)"]["finetune"])))
+    assert Path(ns.checkpoint).name == Path(committed["checkpoint"]).name == pretrained_path().name
