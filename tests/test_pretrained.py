@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
-import yaml
 import torch
+import yaml
 
 from mae_lesson import MAE, Config, available_pretrained, load_pretrained
 from mae_lesson.checkpoint import safe_load
@@ -46,7 +46,6 @@ def test_every_shipped_checkpoint_loads_as_documented(name):
     assert torch.isfinite(out["loss"]) and out["pred"].shape[:2] == out["mask"].shape == (2, patches)
 
 
-
 @pytest.mark.parametrize("name", available_pretrained())
 def test_every_shipped_checkpoint_comes_with_its_run_record(name):
     """data/<name>_run/ holds the exact arguments, the config and a metrics log that ends at the shipped step."""
@@ -63,6 +62,7 @@ def test_every_shipped_checkpoint_comes_with_its_run_record(name):
     last_epoch = [r for r in records if r["kind"] == "epoch"][-1]
     assert last_epoch["step"] == raw["step"] and last_epoch["epoch"] == args["epochs"]
     assert (run / "loss_curve.png").is_file() and (run / f"recon_epoch{args['epochs']:03d}.png").is_file()
+
 
 def test_missing_name_says_what_is_available(tmp_path):
     (tmp_path / "mae_other.pt").write_bytes(b"")
