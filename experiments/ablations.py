@@ -30,7 +30,8 @@ from mae_lesson.data import load_fashion_mnist  # noqa: E402
 from mae_lesson.evaluate import extract_features, knn_classify, linear_probe  # noqa: E402
 from mae_lesson.finetune import FinetuneArgs, finetune  # noqa: E402
 from mae_lesson.model import MAE  # noqa: E402
-from mae_lesson.pretrain import PretrainArgs, evaluate_loss, pretrain  # noqa: E402
+from mae_lesson.evaluate import evaluate_loss  # noqa: E402
+from mae_lesson.pretrain import PretrainArgs, pretrain  # noqa: E402
 
 SHIPPED_CHECKPOINT = "data/mae_fashion_mnist_tiny.pt"
 # The sweep's base model: the patch-4 teaching model its committed runs were trained on (patch 7,

@@ -1,4 +1,4 @@
-"""Judging frozen features: linear probe, kNN, confusion matrix and a 2-D feature map.
+"""Judging a model: test reconstruction loss, and frozen features by linear probe and kNN.
 
 Features are computed once (``extract_features``) and cached as a tensor, so a linear probe
 trains in seconds on CPU: the encoder never runs again.
@@ -7,13 +7,14 @@ trains in seconds on CPU: the encoder never runs again.
 from __future__ import annotations
 
 import numpy as np
-import matplotlib.pyplot as plt
 import torch
 import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from .config import Config
 from .data import ImageData, eval_transform
+from .masking import masking_noise
 from .model import MAE
 
 
@@ -95,49 +96,22 @@ def confusion_matrix(predictions: torch.Tensor, labels: torch.Tensor, classes: i
     return torch.bincount(labels * classes + predictions, minlength=classes * classes).reshape(classes, classes)
 
 
-def confusion_figure(predictions: torch.Tensor, labels: torch.Tensor, class_names: tuple[str, ...],
-                     title: str = "") -> plt.Figure:
-    """A row-normalised confusion matrix with the class names."""
-    counts = confusion_matrix(predictions, labels, len(class_names)).float()
-    rates = counts / counts.sum(dim=1, keepdim=True).clamp_min(1)
-    fig, ax = plt.subplots(figsize=(6, 5.2))
-    im = ax.imshow(rates.numpy(), cmap="Blues", vmin=0, vmax=1)
-    ax.set_xticks(range(len(class_names)), class_names, rotation=60, ha="right", fontsize=8)
-    ax.set_yticks(range(len(class_names)), class_names, fontsize=8)
-    for i in range(len(class_names)):
-        for j in range(len(class_names)):
-            if rates[i, j] >= 0.01:
-                ax.text(j, i, f"{rates[i, j]:.2f}", ha="center", va="center", fontsize=6,
-                        color="white" if rates[i, j] > 0.5 else "black")
-    ax.set_xlabel("predicted"), ax.set_ylabel("true")
-    ax.set_title(title or f"accuracy {float(counts.diag().sum() / counts.sum()):.1%}", fontsize=10)
-    fig.colorbar(im, fraction=0.046)
-    fig.tight_layout()
-    return fig
-
-
-def feature_map_figure(features: torch.Tensor, labels: torch.Tensor, class_names: tuple[str, ...],
-                       title: str = "PCA of frozen features", max_points: int = 3000, seed: int = 0) -> plt.Figure:
-    """First two principal components of the features, coloured by class."""
-    gen = torch.Generator().manual_seed(seed)
-    ids = torch.randperm(len(features), generator=gen)[:max_points]
-    x = features[ids].float()
-    x = x - x.mean(dim=0)
-    _, _, v = torch.pca_lowrank(x, q=2, center=False)
-    xy = (x @ v[:, :2]).numpy()
-    fig, ax = plt.subplots(figsize=(6, 5))
-    colours = plt.get_cmap("tab10")
-    for c, name in enumerate(class_names):
-        sel = (labels[ids] == c).numpy()
-        ax.scatter(xy[sel, 0], xy[sel, 1], s=3, color=colours(c), label=name, alpha=0.7)
-    ax.legend(markerscale=4, fontsize=7, loc="best")
-    ax.set_xticks([]), ax.set_yticks([])
-    ax.set_title(title, fontsize=10)
-    fig.tight_layout()
-    return fig
-
-
 def summarize(values: list[float]) -> str:
     """``mean ± std (n=...)`` in percent, for results tables."""
     arr = np.array(values) * 100
     return f"{arr.mean():.1f} ± {arr.std(ddof=1) if len(arr) > 1 else 0:.1f} (n={len(arr)})"
+
+
+@torch.no_grad()
+def evaluate_loss(model: MAE, data: ImageData, cfg: Config, device: torch.device,
+                  max_images: int = 2000, batch_size: int = 500, seed: int = 0) -> float:
+    """Mean reconstruction loss on the first ``max_images`` images with fixed, seeded masks."""
+    gen = torch.Generator().manual_seed(seed)
+    total, count = 0.0, 0
+    n = min(max_images, len(data))
+    for start in range(0, n, batch_size):
+        imgs = eval_transform(data.images[start:start + batch_size], data, cfg.img_size).to(device)
+        noise = masking_noise(cfg.mask_type, imgs.shape[0], model.patch_embed.grid_size, cfg.mask_ratio, "cpu", gen)
+        total += float(model(imgs, noise=noise.to(device))["loss"]) * imgs.shape[0]
+        count += imgs.shape[0]
+    return total / count

@@ -31,6 +31,7 @@ from tqdm.auto import tqdm
 from .checkpoint import atomic_save, safe_load
 from .config import Config
 from .data import BatchLoader, ImageData, eval_transform, load_dataset
+from .evaluate import evaluate_loss
 from .masking import masking_noise
 from .model import MAE
 from .optim import WarmupCosine, param_groups, scaled_lr
@@ -288,21 +289,6 @@ def _truncate_metrics(path: Path, step: int) -> None:
         return
     rows = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= step]
     path.write_text("".join(r + "\n" for r in rows))
-
-
-@torch.no_grad()
-def evaluate_loss(model: MAE, data: ImageData, cfg: Config, device: torch.device,
-                  max_images: int = 2000, batch_size: int = 500, seed: int = 0) -> float:
-    """Mean reconstruction loss on the first ``max_images`` images with fixed, seeded masks."""
-    gen = torch.Generator().manual_seed(seed)
-    total, count = 0.0, 0
-    n = min(max_images, len(data))
-    for start in range(0, n, batch_size):
-        imgs = eval_transform(data.images[start:start + batch_size], data, cfg.img_size).to(device)
-        noise = masking_noise(cfg.mask_type, imgs.shape[0], model.patch_embed.grid_size, cfg.mask_ratio, "cpu", gen)
-        total += float(model(imgs, noise=noise.to(device))["loss"]) * imgs.shape[0]
-        count += imgs.shape[0]
-    return total / count
 
 
 # -------------------------------------------------------------------------------------- CLI

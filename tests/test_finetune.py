@@ -9,10 +9,11 @@ import torch
 
 from mae_lesson import MAE
 from mae_lesson.data import ImageData
-from mae_lesson.evaluate import (confusion_figure, confusion_matrix, extract_features, feature_map_figure,
-                                 knn_classify, linear_probe, pixel_features)
-from mae_lesson.finetune import (FinetuneArgs, ViTClassifier, evaluate_checkpoint, finetune, finetune_curve_figure,
-                                 layer_decay_scales)
+from mae_lesson.classifier import ViTClassifier, layer_decay_scales
+from mae_lesson.evaluate import confusion_matrix, extract_features, knn_classify, linear_probe, pixel_features
+from mae_lesson.finetune import FinetuneArgs, finetune
+from mae_lesson.results import evaluate_checkpoint
+from mae_lesson.viz import confusion_figure, feature_map_figure, finetune_curve_figure
 
 CFG = {"img_size": 8, "patch_size": 4, "in_chans": 1, "embed_dim": 16, "encoder_depth": 2, "encoder_num_heads": 2,
        "decoder_embed_dim": 16, "decoder_depth": 1, "decoder_num_heads": 2}
@@ -136,7 +137,7 @@ def test_evaluate_checkpoint_pools_cls_mean_or_both():
 def test_results_table_end_to_end_on_toy_data(tmp_path, monkeypatch):
     import json
 
-    import mae_lesson.finetune as ft
+    import mae_lesson.results as ft
 
     data = {"train": toy_images(64), "test": toy_images(32, seed=1)}
     monkeypatch.setattr(ft, "load_dataset", lambda name, root, split: data[split])  # no Fashion-MNIST needed
@@ -156,7 +157,7 @@ def test_results_table_end_to_end_on_toy_data(tmp_path, monkeypatch):
 def test_probe_mode_scores_each_requested_pool_and_records_them(tmp_path, monkeypatch, capsys):
     import json
 
-    import mae_lesson.finetune as ft
+    import mae_lesson.results as ft
 
     data = {"train": toy_images(64), "test": toy_images(32, seed=1)}
     monkeypatch.setattr(ft, "load_dataset", lambda name, root, split: data[split])  # no Fashion-MNIST needed
@@ -175,7 +176,7 @@ def test_probe_mode_scores_each_requested_pool_and_records_them(tmp_path, monkey
 
 def test_command_line_defaults_reproduce_the_committed_results_table():
     """`python -m mae_lesson.finetune --mode table` alone runs the recipe, seeds and checkpoint of docs/results."""
-    from mae_lesson.finetune import build_parser
+    from mae_lesson.results import build_parser
     from mae_lesson.pretrained import pretrained_path
 
     committed = json.loads((Path(__file__).resolve().parent.parent / "docs" / "results" / "results.json").read_text())
