@@ -2,42 +2,29 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Callable
 
 import torch
 
 from ..config import Config
 from ..masking import random_masking
 from ..model import MAE
-from ._feedback import ExerciseError, expect_close, expect_shape, passed, call_learner, same
-
-
-def _call(fn: Callable, name: str, *args: Any) -> Any:
-    return call_learner(fn, name, *args, no_grad=True)
-
-
-def _same(value: Any, other: torch.Tensor) -> bool:
-    return same(value, other, atol=1e-5, rtol=1e-4)
+from ._feedback import (
+    ExerciseError,
+    call_learner,
+    checker,
+    diagnose,
+    expect_shape,
+    passed,
+)
 
 
 def _gather(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     return torch.gather(x, 1, index.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
 
 
-def _diagnose(where: str, got: torch.Tensor, expected: torch.Tensor,
-              mistakes: list[tuple[torch.Tensor, str]], hint: str) -> None:
-    """Raise naming the first known mistake ``got`` reproduces, else a plain value mismatch."""
-    if _same(got, expected):
-        return
-    for wrong, message in mistakes:
-        if _same(got, wrong):
-            first = ", ".join(f"{v:.3f}" for v in expected.flatten()[:4].tolist())
-            back = ", ".join(f"{v:.3f}" for v in got.flatten()[:4].tolist())
-            raise ExerciseError(f"{where}: expected [{first}, ...], got [{back}, ...]: {message}")
-    expect_close(where, got, expected, hint=hint, atol=1e-5, rtol=1e-4)
-
-
 # ------------------------------------------------------------------------------ un-shuffle
+@checker("unshuffle")
 def check_unshuffle(fn: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]) -> bool:
     """Check ``fn(x_visible, mask_token, ids_restore)`` -> ``[N, L, D]`` tokens back in image order.
 
@@ -53,12 +40,12 @@ def check_unshuffle(fn: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], tor
     shuffled = torch.cat([x_visible, mask_token.expand(n, length - keep, -1)], dim=1)
     expected = _gather(shuffled, ids_restore)
     where = f"unshuffle(x_visible {[n, keep, dim]}, mask_token {[1, 1, dim]}, ids_restore {[n, length]})"
-    got = _call(fn, "unshuffle", x_visible.clone(), mask_token.clone(), ids_restore.clone())
+    got = call_learner(fn, "unshuffle", x_visible.clone(), mask_token.clone(), ids_restore.clone())
     expect_shape(where, got, expected.shape,
                  hint=f"{keep} visible tokens + {length - keep} copies of the mask token = L = {length} tokens")
     ids_shuffle = torch.argsort(ids_restore, dim=1)
     swapped = torch.cat([mask_token.expand(n, length - keep, -1), x_visible], dim=1)
-    _diagnose(where, got, expected, [
+    diagnose(where, got, expected, [
         (shuffled, "the tokens are still in shuffled order (visible first, then mask tokens): un-shuffle "
                    "with torch.gather(x_, 1, ids_restore[..., None].expand(-1, -1, D)) so token l sits at patch l"),
         (_gather(shuffled, ids_shuffle), "you gathered with ids_shuffle = argsort(ids_restore); gathering "
@@ -109,6 +96,7 @@ def _decoder_variant(model: MAE, latent: torch.Tensor, ids_restore: torch.Tensor
     return x[:, 1:, :] if keep_cls else x
 
 
+@checker("forward_decoder")
 def check_forward_decoder(fn: Callable[[MAE, torch.Tensor, torch.Tensor], torch.Tensor]) -> bool:
     """Check ``fn(model, latent, ids_restore)`` -> ``pred [N, L, p*p*C]`` as ``MAE.forward_decoder``."""
     model = _test_model()
@@ -120,7 +108,7 @@ def check_forward_decoder(fn: Callable[[MAE, torch.Tensor, torch.Tensor], torch.
         expected = model.forward_decoder(latent, ids_restore)
     n, length, out_dim = expected.shape
     where = f"forward_decoder(model, latent {list(latent.shape)}, ids_restore {list(ids_restore.shape)})"
-    got = _call(fn, "forward_decoder", model, latent.clone(), ids_restore.clone())
+    got = call_learner(fn, "forward_decoder", model, latent.clone(), ids_restore.clone())
     if isinstance(got, torch.Tensor) and tuple(got.shape) == (n, length + 1, out_dim):
         raise ExerciseError(
             f"{where}: expected pred of shape {[n, length, out_dim]}, got {list(got.shape)}: drop the cls "
@@ -139,7 +127,7 @@ def check_forward_decoder(fn: Callable[[MAE, torch.Tensor, torch.Tensor], torch.
             (v(keep_cls=False), "the cls token was dropped before the decoder blocks: keep it through the blocks "
                                 "(the official decoder does) and drop it only from the prediction"),
         ]
-    _diagnose(f"{where}: pred", got, expected, mistakes,
+    diagnose(f"{where}: pred", got, expected, mistakes,
               hint="decoder_embed -> append mask tokens -> un-shuffle -> re-attach cls -> + decoder_pos_embed "
                    "-> decoder_blocks -> decoder_norm -> decoder_pred -> drop cls")
     return passed("forward_decoder", f"pred {[n, length, out_dim]} equals MAE.forward_decoder")

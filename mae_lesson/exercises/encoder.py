@@ -2,42 +2,23 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Callable
 
 import torch
-from torch import nn
 
 from ..config import Config
 from ..masking import random_masking
 from ..model import MAE
 from ..transformer import Block
-from ._feedback import ExerciseError, expect_close, expect_shape, passed, call_learner, same
-
-
-def _call(fn: Callable, name: str, *args: Any) -> Any:
-    return call_learner(fn, name, *args, no_grad=True)
-
-
-def _same(value: Any, other: torch.Tensor) -> bool:
-    return same(value, other, atol=1e-5, rtol=1e-4)
-
-
-def _first(t: torch.Tensor, k: int = 4) -> str:
-    values = ", ".join(f"{v:.3f}" for v in t.flatten()[:k].tolist())
-    return f"[{values}, ...]"
-
-
-def _diagnose(where: str, got: torch.Tensor, expected: torch.Tensor,
-              mistakes: list[tuple[torch.Tensor, str]], hint: str) -> None:
-    """Raise naming the first known mistake ``got`` reproduces, else a plain value mismatch."""
-    if _same(got, expected):
-        return
-    for wrong, message in mistakes:
-        if _same(got, wrong):
-            raise ExerciseError(
-                f"{where}: expected {_first(expected)}, got {_first(got)}: {message}"
-            )
-    expect_close(where, got, expected, hint=hint, atol=1e-5, rtol=1e-4)
+from ._feedback import (
+    ExerciseError,
+    call_learner,
+    checker,
+    diagnose,
+    expect_close,
+    expect_shape,
+    passed,
+)
 
 
 # ------------------------------------------------------------------------------ attention
@@ -50,6 +31,7 @@ def _softmax_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale:
     return scores.softmax(dim=dim) @ v
 
 
+@checker("attention")
 def check_attention(fn: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]) -> bool:
     """Check ``fn(q, k, v)`` = ``softmax(q k^T / sqrt(d)) v`` for ``[N, heads, T, d]`` inputs."""
     gen = torch.Generator().manual_seed(0)
@@ -57,14 +39,14 @@ def check_attention(fn: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], tor
     q, k, v = (torch.randn(n, heads, t, d, generator=gen) for _ in range(3))
     expected = _softmax_attention(q, k, v, d**-0.5)
     where = f"attention(q, k, v each {[n, heads, t, d]})"
-    got = _call(fn, "attention", q.clone(), k.clone(), v.clone())
+    got = call_learner(fn, "attention", q.clone(), k.clone(), v.clone())
     if isinstance(got, torch.Tensor) and tuple(got.shape) == (n, heads, t, t):
         raise ExerciseError(
             f"{where}: expected shape {[n, heads, t, d]}, got {list(got.shape)}, the attention weights: "
             f"multiply them by v to mix the values"
         )
     expect_shape(where, got, expected.shape, hint="scores [N, heads, T, T] = q @ k.transpose(-2, -1); output = weights @ v")
-    _diagnose(where, got, expected, [
+    diagnose(where, got, expected, [
         (_softmax_attention(q, k, v, 1.0),
          f"the scores are not scaled: divide q @ k^T by sqrt(d) = sqrt({d}) = {d ** 0.5:g} before the "
          f"softmax, or it saturates as d grows"),
@@ -92,6 +74,7 @@ def _test_block(dim: int = 16, heads: int = 2) -> Block:
     return block
 
 
+@checker("block_forward")
 def check_block_forward(fn: Callable[[Block, torch.Tensor], torch.Tensor]) -> bool:
     """Check ``fn(block, x)`` is the pre-norm block: ``x + attn(norm1(x))``, then ``x + mlp(norm2(x))``."""
     with torch.random.fork_rng(devices=[]):
@@ -116,9 +99,9 @@ def check_block_forward(fn: Callable[[Block, torch.Tensor], torch.Tensor]) -> bo
             ((lambda y: y + b.mlp(y))(x + b.attn(x)), "the LayerNorms are missing: attn(norm1(x)) and mlp(norm2(x))"),
         ]
     where = "block_forward(block, x [2, 5, 16])"
-    got = _call(fn, "block_forward", block, x.clone())
+    got = call_learner(fn, "block_forward", block, x.clone())
     expect_shape(where, got, expected.shape, hint="a block keeps the shape [N, T, D]")
-    _diagnose(where, got, expected, mistakes, hint="x = x + block.attn(block.norm1(x)); return x + block.mlp(block.norm2(x))")
+    diagnose(where, got, expected, mistakes, hint="x = x + block.attn(block.norm1(x)); return x + block.mlp(block.norm2(x))")
     return passed("block_forward", "pre-norm: x + attn(norm1(x)), then x + mlp(norm2(x))")
 
 
@@ -162,6 +145,7 @@ def _encoder_variant(model: MAE, imgs: torch.Tensor, ratio: float, noise: torch.
     return model.norm(x) if norm else x
 
 
+@checker("forward_encoder")
 def check_forward_encoder(fn: Callable[[MAE, torch.Tensor, float, torch.Tensor], tuple]) -> bool:
     """Check ``fn(model, imgs, mask_ratio, noise)`` -> ``(latent, mask, ids_restore)`` as ``MAE.forward_encoder``."""
     model = _test_model()
@@ -174,7 +158,7 @@ def check_forward_encoder(fn: Callable[[MAE, torch.Tensor, float, torch.Tensor],
     n, t, d = latent_exp.shape
     length, keep = 16, t - 1
     where = f"forward_encoder(model, imgs {list(imgs.shape)}, mask_ratio={ratio}, noise)"
-    out = _call(fn, "forward_encoder", model, imgs.clone(), ratio, noise.clone())
+    out = call_learner(fn, "forward_encoder", model, imgs.clone(), ratio, noise.clone())
     if not isinstance(out, (tuple, list)) or len(out) != 3:
         raise ExerciseError(f"{where}: expected a tuple (latent, mask, ids_restore), got {type(out).__name__}")
     latent, mask, ids_restore = out
@@ -202,6 +186,6 @@ def check_forward_encoder(fn: Callable[[MAE, torch.Tensor, float, torch.Tensor],
             (v(cls="last"), "the cls token is appended at the end: prepend it, latent[:, 0] is the cls output"),
             (v(norm=False), "the final LayerNorm is missing: return model.norm(x) after the blocks"),
         ]
-    _diagnose(f"{where}: latent", latent, latent_exp, mistakes,
+    diagnose(f"{where}: latent", latent, latent_exp, mistakes,
               hint="patch_embed -> + pos_embed[:, 1:] -> random_masking -> prepend cls -> blocks -> norm")
     return passed("forward_encoder", f"latent {[n, t, d]}: cls + {keep} visible patches only")

@@ -8,22 +8,22 @@ back and, for the usual mistakes, what went wrong.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Callable
 
 import torch
 from einops import rearrange
 
 from ..patch_embed import patchify
 from ..pos_embed import get_2d_sincos_pos_embed, sincos_1d
-from ._feedback import ExerciseError, expect_close, expect_shape, passed, call_learner, same
-
-
-_call = call_learner
-
-
-def _same(value: torch.Tensor, other: torch.Tensor, atol: float = 1e-5) -> bool:
-    return value.shape == other.shape and torch.allclose(value.float(), other.float(), atol=atol, rtol=1e-5)
-
+from ._feedback import (
+    ExerciseError,
+    call_learner,
+    checker,
+    expect_close,
+    expect_shape,
+    passed,
+    same,
+)
 
 # Wrong layouts a learner typically writes, and what to say about each.
 _PATCHIFY_MISTAKES = (
@@ -40,6 +40,7 @@ _PATCHIFY_MISTAKES = (
 )
 
 
+@checker("patchify")
 def check_patchify(fn: Callable[[torch.Tensor, int], torch.Tensor]) -> bool:
     """Check ``fn(imgs, p)``: ``[N, C, H, W]`` -> ``[N, L, p*p*C]`` in the official layout.
 
@@ -51,13 +52,13 @@ def check_patchify(fn: Callable[[torch.Tensor, int], torch.Tensor]) -> bool:
     for imgs, p in cases:
         n, c, h, w = imgs.shape
         expected = patchify(imgs, p)
-        got = _call(fn, "patchify", imgs.clone(), p)
+        got = call_learner(fn, "patchify", imgs.clone(), p)
         expect_shape(f"patchify of {list(imgs.shape)} with p={p}", got, expected.shape,
                      hint=f"L = (H/p)*(W/p) = {(h // p) * (w // p)} patches, each a vector of p*p*C = {p * p * c} values")
-        if _same(got, expected):
+        if same(got, expected):
             continue
         for pattern, hint in _PATCHIFY_MISTAKES:
-            if _same(got, rearrange(imgs, pattern, p=p, q=p)):
+            if same(got, rearrange(imgs, pattern, p=p, q=p)):
                 raise ExerciseError(
                     f"patchify of {list(imgs.shape)} with p={p}: expected layout 'n (h w) (p q c)', "
                     f"got '{pattern.split('-> ')[1]}': {hint}. First patch expected "
@@ -73,11 +74,12 @@ def _head(vector: torch.Tensor, k: int = 6) -> str:
     return f"[{values}, ...]"
 
 
+@checker("sincos_2d")
 def check_sincos_2d(fn: Callable[[int, int], torch.Tensor]) -> bool:
     """Check ``fn(embed_dim, grid_size)`` -> the official ``[grid_size**2, embed_dim]`` table (no cls row)."""
     for dim, grid in ((16, 4), (32, 7)):
         expected = get_2d_sincos_pos_embed(dim, grid)
-        got = _call(fn, "sincos_2d", dim, grid)
+        got = call_learner(fn, "sincos_2d", dim, grid)
         length = grid * grid
         if isinstance(got, torch.Tensor) and tuple(got.shape) == (length + 1, dim):
             raise ExerciseError(
@@ -91,12 +93,12 @@ def check_sincos_2d(fn: Callable[[int, int], torch.Tensor]) -> bool:
             )
         expect_shape(f"sincos_2d({dim}, {grid})", got, expected.shape,
                      hint="one row per patch (grid_size**2 rows), embed_dim columns")
-        if _same(got, expected):
+        if same(got, expected):
             continue
         rows, cols = torch.meshgrid(torch.arange(grid), torch.arange(grid), indexing="ij")
         half = dim // 2
         row_first = torch.cat([sincos_1d(half, rows), sincos_1d(half, cols)], dim=1)
-        if _same(got, row_first):
+        if same(got, row_first):
             raise ExerciseError(
                 f"sincos_2d({dim}, {grid}): expected the column code in the first half of the channels, "
                 f"got the row code there: the official table (np.meshgrid(grid_w, grid_h)) encodes the "
