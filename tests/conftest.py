@@ -1,7 +1,9 @@
 """Shared fixtures: tiny configs (fast on a 2-core CPU) and independent reference helpers.
 
 Everything here is computed from the paper / facebookresearch/mae definitions, never by calling
-the code under test, so the tests that use it can fail.
+the code under test, so the tests that use it can fail. The exercise-checker helpers at the end
+(``rejects``, ``accepts``, ``not_attempted``, ``raising``) are plain functions:
+``from conftest import accepts, rejects``.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ if str(ROOT) not in sys.path:  # plain `pytest` (not `python -m pytest`) from an
     sys.path.insert(0, str(ROOT))
 
 from mae_lesson import MAE, Config  # noqa: E402
+from mae_lesson.exercises import ExerciseError  # noqa: E402
 
 # The guide's configs/mae_config.yaml, typed in from the guide (not read from the package),
 # plus the two course keys the package adds.
@@ -219,3 +222,33 @@ def reference():
         tiny = TINY
 
     return Ref
+
+
+# ------------------------------------------------------------------------- exercise checkers
+def rejects(checker, fn, *phrases: str) -> str:
+    """Assert ``checker(fn)`` raises ExerciseError whose message has expected/got and every phrase."""
+    with pytest.raises(ExerciseError) as info:
+        checker(fn)
+    message = str(info.value)
+    assert "expected" in message and "got" in message, message
+    for phrase in phrases:
+        assert phrase in message, f"{phrase!r} not in: {message}"
+    return message
+
+
+def accepts(checker, fn, capsys) -> None:
+    """Assert ``checker(fn)`` returns True and prints the success line."""
+    assert checker(fn) is True
+    assert capsys.readouterr().out.startswith("Correct: ")
+
+
+def not_attempted(checker, fn, capsys, name: str) -> None:
+    """Assert ``checker(fn)`` reports ``my_<name>`` as not attempted: one line printed, False, no exception."""
+    assert checker(fn) is False
+    assert capsys.readouterr().out == (
+        f"Not attempted yet: write my_{name} above, or open the reference solution below.\n")
+
+
+def raising(*args):
+    """A learner's untouched stub that raises instead of returning None."""
+    raise NotImplementedError("your code")

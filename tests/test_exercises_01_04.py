@@ -22,25 +22,7 @@ from mae_lesson.exercises.patches import check_patchify, check_sincos_2d
 from mae_lesson.masking import random_masking
 from mae_lesson.pos_embed import sincos_1d
 
-
-def rejects(checker, fn, *phrases: str) -> str:
-    """Assert ``checker(fn)`` raises ExerciseError whose message has expected/got and every phrase."""
-    with pytest.raises(ExerciseError) as info:
-        checker(fn)
-    message = str(info.value)
-    assert "expected" in message and "got" in message, message
-    for phrase in phrases:
-        assert phrase in message, f"{phrase!r} not in: {message}"
-    return message
-
-
-def accepts(checker, fn, capsys) -> None:
-    assert checker(fn) is True
-    assert capsys.readouterr().out.startswith("Correct: ")
-
-
-def raising(*args):
-    raise NotImplementedError("your code")
+from conftest import accepts, not_attempted, raising, rejects
 
 
 # ------------------------------------------------------------------------- 01 patches
@@ -388,10 +370,7 @@ def stub_none(*args):
 @pytest.mark.parametrize("check", ALL_CHECKERS, ids=lambda c: c.__name__)
 @pytest.mark.parametrize("fn", [stub, stub_none, raising], ids=["ellipsis", "none", "not_implemented"])
 def test_untouched_stub_is_not_attempted(check, fn, capsys):
-    name = check.__name__.removeprefix("check_")
-    assert check(fn) is False
-    out = capsys.readouterr().out
-    assert out == f"Not attempted yet: write my_{name} above, or open the reference solution below.\n"
+    not_attempted(check, fn, capsys, check.__name__.removeprefix("check_"))
 
 
 @pytest.mark.parametrize("check", ALL_CHECKERS, ids=lambda c: c.__name__)
