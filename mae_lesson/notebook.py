@@ -292,7 +292,8 @@ def clean_notebook(path: Path) -> bool:
 
 
 # --------------------------------------------------------------------------------- command line
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, module_file: Path = Path(__file__)) -> int:
+    """The command line; ``module_file`` is where ``--repo-url`` stores the URL (this file)."""
     parser = argparse.ArgumentParser(
         prog="python -m mae_lesson.notebook",
         description="Rewrite every notebook's Colab badge and set-up cell, or clean committed outputs.")
@@ -312,8 +313,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     repo_url, branch = args.repo_url or REPO_URL, args.branch or BRANCH
     if args.repo_url or args.branch:
-        if set_repo_url(repo_url, branch):
-            print(f"mae_lesson/notebook.py: REPO_URL = {repo_url}, BRANCH = {branch}")
+        if set_repo_url(repo_url, branch, module_file):
+            print(f"{module_file.name}: REPO_URL = {repo_url}, BRANCH = {branch}")
         if not github_path(repo_url):
             print(f"{repo_url} is not on GitHub: set-up cells clone it, badges are left as they are "
                   "(Colab opens notebooks from GitHub only)")

@@ -122,3 +122,140 @@ def test_clean_reports_a_missing_file(tmp_path, capsys):
 ])
 def test_progress_bar_pattern(text, expected):
     assert bool(nbtool.PROGRESS_RE.search(text)) is expected
+
+
+# ----------------------------------------------------------------------------- Colab set-up cell
+DRIVER = '''
+import json, os, sys, types
+sys.modules["google.colab"] = types.ModuleType("google.colab")  # what the set-up cell looks for
+sys.executable = sys.argv[2]  # a stand-in for pip: the test must not install into this environment
+cell = open(sys.argv[1]).read()
+namespace = {}
+for run in range(2):  # a learner runs the cell twice in one kernel
+    exec(compile(cell, "setup-cell", "exec"), namespace)
+import mae_lesson
+print(json.dumps({"mae_lesson": mae_lesson.__file__, "cwd": os.getcwd(), "device": str(namespace["device"])}))
+'''
+
+
+def _git(*args: str, cwd: Path | None = None) -> str:
+    import subprocess
+    return subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True, text=True).stdout.strip()
+
+
+@pytest.mark.slow
+def test_setup_cell_under_simulated_colab_is_safe_to_run_twice(tmp_path):
+    """The cell clones once into the absolute folder, installs once, and imports the package from the clone."""
+    import os
+    import shutil
+    import subprocess
+
+    if shutil.which("git") is None or not (REPO / ".git").exists():
+        pytest.skip("needs git and a git checkout of the course")
+    origin = tmp_path / "origin"  # the "GitHub" the cell clones from: a local clone of this repository
+    _git("clone", "-q", str(REPO), str(origin))
+    _git("checkout", "-q", "-B", "colab-test", cwd=origin)
+    content = tmp_path / "content"  # Colab's working folder
+    content.mkdir()
+    pip_log = tmp_path / "pip.log"
+    fake_python = tmp_path / "fake-python"
+    fake_python.write_text(f'#!/bin/sh\necho "$@" >> "{pip_log}"\n')
+    fake_python.chmod(0o755)
+    cell = tmp_path / "cell.py"
+    cell.write_text(nbtool.setup_cell_source(f"file://{origin}", "colab-test"))
+    driver = tmp_path / "driver.py"
+    driver.write_text(DRIVER)
+    clone = content / "mae-lesson"
+    env = {**os.environ, nbtool.COLAB_DIR_ENV: str(clone), "MAE_LESSON_QUICK": "1"}
+    env.pop("PYTHONPATH", None)
+    result = subprocess.run([sys.executable, str(driver), str(cell), str(fake_python)], cwd=content, env=env,
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+
+    assert (clone / ".git").is_dir() and (clone / "mae_lesson" / "__init__.py").is_file()
+    clones = [p.parent for p in content.rglob(".git")]
+    assert clones == [clone], f"nested or extra clones: {clones}"
+    assert Path(report["mae_lesson"]).resolve() == (clone / "mae_lesson" / "__init__.py").resolve()
+    assert Path(report["cwd"]).resolve() == (clone / "notebooks").resolve()
+    assert report["device"] in ("cpu", "cuda", "mps")
+    installs = pip_log.read_text().splitlines()
+    assert installs == [f"-m pip install -q -e {clone}"], installs  # installed once, from the clone
+    assert "mode: quick" in result.stdout
+
+
+def test_setup_cell_outside_colab_only_reports(capsys):
+    namespace: dict = {}
+    exec(nbtool.setup_cell_source(), namespace)
+    out = capsys.readouterr().out
+    assert "torch" in out and "device:" in out and "mode:" in out
+    assert isinstance(namespace["device"], __import__("torch").device)
+
+
+# ------------------------------------------------------------------------------ fork or mirror
+def _course_copy(tmp_path: Path) -> tuple[Path, Path]:
+    """A copy of the module file and two notebooks shaped like the course's (badge, set-up cell)."""
+    module = tmp_path / "notebook.py"
+    module.write_text(Path(nbtool.__file__).read_text())
+    folder = tmp_path / "notebooks"
+    folder.mkdir()
+    for name in ("00_a.ipynb", "01_b.ipynb"):
+        intro = {"cell_type": "markdown", "id": "m", "metadata": {},
+                 "source": ["# Title\n", "\n", nbtool.badge_markdown(name) + "\n", "\n", "Text."]}
+        setup = _code([_stream("stdout", "python 3.11\n")], nbtool.setup_cell_source())
+        _write(folder / name, _notebook([intro, setup, _code([])], widgets=False))
+    return module, folder
+
+
+def test_repo_url_rewrites_badges_setup_cells_and_the_one_stored_url(tmp_path):
+    module, folder = _course_copy(tmp_path)
+    originals = {p.name: json.loads(p.read_text()) for p in folder.iterdir()}
+    fork = "https://github.com/someone/mae-fork"
+    assert nbtool.main(["--repo-url", fork, "--branch", "v1.0", "--notebooks", str(folder)], module) == 0
+
+    assert 'REPO_URL = "https://github.com/someone/mae-fork"' in module.read_text()
+    assert 'BRANCH = "v1.0"' in module.read_text()
+    for path in folder.iterdir():
+        nb = json.loads(path.read_text())
+        intro, setup = "".join(nb["cells"][0]["source"]), "".join(nb["cells"][1]["source"])
+        assert nbtool.badge_markdown(path.name, fork, "v1.0") in intro
+        assert "/someone/mae-fork/blob/v1.0/notebooks/" + path.name in intro
+        assert intro.startswith("# Title\n\n") and intro.endswith("\n\nText.")
+        assert setup == nbtool.setup_cell_source(fork, "v1.0") and fork in setup and '"v1.0"' in setup
+        original = originals[path.name]
+        assert nb["cells"][1]["outputs"] == original["cells"][1]["outputs"]
+        assert nb["cells"][2] == original["cells"][2] and nb["metadata"] == original["metadata"]
+    # run again: nothing left to change
+    assert nbtool.sync_notebooks(folder, fork, "v1.0") == []
+
+
+def test_repo_url_on_a_mirror_keeps_the_badges(tmp_path):
+    module, folder = _course_copy(tmp_path)
+    mirror = "https://git.example.org/course/mae-lesson.git"
+    assert nbtool.sync_notebooks(folder, mirror, "main") == ["00_a.ipynb", "01_b.ipynb"]
+    nb = json.loads((folder / "00_a.ipynb").read_text())
+    assert nbtool.badge_markdown("00_a.ipynb") in "".join(nb["cells"][0]["source"])
+    assert mirror in "".join(nb["cells"][1]["source"])
+    with pytest.raises(ValueError, match="GitHub only"):
+        nbtool.badge_markdown("00_a.ipynb", mirror)
+    with pytest.raises(ValueError, match="spaces or quotes"):
+        nbtool.set_repo_url('https://x/y"; rm -rf', "main", module)
+
+
+@pytest.mark.parametrize("url, path", [
+    ("https://github.com/mae-lesson/mae-lesson", "mae-lesson/mae-lesson"),
+    ("https://github.com/a/b.git", "a/b"), ("git@github.com:a/b.c.git", "a/b.c"),
+    ("https://gitlab.com/a/b", None),
+])
+def test_github_path(url, path):
+    assert nbtool.github_path(url) == path
+
+
+@pytest.mark.parametrize("path", nbtool.notebook_paths(), ids=lambda p: p.name)
+def test_each_notebook_has_the_generated_badge_and_setup_cell(path):
+    """The committed notebooks hold what the generator writes (`python -m mae_lesson.notebook` re-syncs)."""
+    nb = json.loads(path.read_text())
+    setups = [c for c in nb["cells"] if c["cell_type"] == "code" and "".join(c["source"]).startswith(nbtool.SETUP_MARK)]
+    assert len(setups) == 1 and "".join(setups[0]["source"]) == nbtool.setup_cell_source(), \
+        f"{path.name}: set-up cell differs from the generator's; run python -m mae_lesson.notebook"
+    assert nbtool.badge_markdown(path.name) in "".join(nb["cells"][0]["source"])
