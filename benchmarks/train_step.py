@@ -72,6 +72,7 @@ from common import (  # noqa: E402
     train_step_flops, warm_up,
 )
 from mae_lesson.masking import num_kept, random_masking  # noqa: E402
+from mae_lesson.patch_embed import patch_tokens, prepend_cls  # noqa: E402
 
 DEVICE = torch.device("cpu")
 # (config, numerator, denominator, threshold) for the targets of issue 5, on this 2-core CPU.
@@ -150,10 +151,9 @@ def encoder_pass_fns(model: torch.nn.Module, imgs: torch.Tensor, noise: torch.Te
         model.zero_grad(set_to_none=True)
         enc_mask_token.grad = None
         pos = model.pos_embed
-        x = model.patch_embed(imgs)  # [N, L, D]
-        x = torch.where(removed, enc_mask_token.expand_as(x), x) + pos[:, 1:, :]
-        cls = (model.cls_token + pos[:, :1, :]).expand(x.shape[0], -1, -1)
-        x = torch.cat([cls, x], dim=1)  # [N, 1 + L, D]
+        x = patch_tokens(model.patch_embed, pos, imgs)  # [N, L, D]
+        x = torch.where(removed, enc_mask_token + pos[:, 1:, :], x)
+        x = prepend_cls(model.cls_token, pos, x)  # [N, 1 + L, D]
         for blk in model.blocks:
             x = blk(x)
         model.norm(x).mean().backward()

@@ -27,10 +27,10 @@ sys.path.insert(0, str(ROOT))
 
 from mae_lesson.config import Config  # noqa: E402
 from mae_lesson.data import load_fashion_mnist  # noqa: E402
-from mae_lesson.evaluate import extract_features, knn_classify, linear_probe  # noqa: E402
+from mae_lesson.evaluate import evaluate_loss, extract_features, knn_classify, linear_probe  # noqa: E402
 from mae_lesson.finetune import FinetuneArgs, finetune  # noqa: E402
 from mae_lesson.model import MAE  # noqa: E402
-from mae_lesson.evaluate import evaluate_loss  # noqa: E402
+from mae_lesson.patch_embed import patch_tokens, prepend_cls  # noqa: E402
 from mae_lesson.pretrain import PretrainArgs, pretrain  # noqa: E402
 
 SHIPPED_CHECKPOINT = "data/mae_fashion_mnist_tiny.pt"
@@ -77,22 +77,21 @@ class EncoderWithMaskTokens(MAE):
 
     def forward_encoder(self, imgs, mask_ratio, noise=None):
         grid_hw = self.check_images(imgs)
-        pos_embed, _ = self._tables(grid_hw)
-        x = self.patch_embed(imgs)
-        self._grid_hw = grid_hw
+        pos_embed, _ = self.position_tables(grid_hw)
+        x = patch_tokens(self.patch_embed, pos_embed, imgs)  # [N, L, D]
+        if noise is None:
+            noise = self.mask_noise(x.shape[0], grid_hw, mask_ratio, device=x.device)
         _, mask, ids_restore = self.random_masking(x, mask_ratio, noise=noise)
-        x = torch.where(mask.bool().unsqueeze(-1), self.encoder_mask_token.to(x.dtype), x) + pos_embed[:, 1:, :]
-        cls = (self.cls_token + pos_embed[:, :1, :]).expand(x.shape[0], -1, -1)
-        x = torch.cat([cls, x], dim=1)
-        # Latent keeps patch order; ids_restore becomes the identity for the decoder.
-        identity = torch.arange(x.shape[1] - 1, device=x.device).expand(x.shape[0], -1)
-        self._encoder_ids = identity
-        return self.norm(self._run(self.blocks, x)), mask, ids_restore
+        x = torch.where(mask.bool().unsqueeze(-1), self.encoder_mask_token + pos_embed[:, 1:, :], x)
+        x = prepend_cls(self.cls_token, pos_embed, x)  # [N, 1 + L, D]: every position, in patch order
+        return self.norm(self.run_blocks(self.blocks, x)), mask, ids_restore
 
     def forward(self, imgs, mask_ratio=None, noise=None):
         mask_ratio = self.mask_ratio if mask_ratio is None else mask_ratio
         latent, mask, ids_restore = self.forward_encoder(imgs, mask_ratio, noise)
-        pred = self.forward_decoder(latent, self._encoder_ids, self._grid_hw)
+        # The latent keeps patch order, so the decoder un-shuffles with the identity.
+        identity = torch.arange(latent.shape[1] - 1, device=latent.device).expand(latent.shape[0], -1)
+        pred = self.forward_decoder(latent, identity, self.check_images(imgs))
         return {"loss": self.forward_loss(imgs, pred, mask), "pred": pred, "mask": mask, "latent": latent,
                 "ids_restore": ids_restore}
 

@@ -6,7 +6,8 @@ import torch
 from torch import nn
 
 from .config import Config
-from .model import MAE
+from .model import MAE, init_linear_and_norm, init_patch_projection, sincos_table
+from .patch_embed import PatchEmbed, patch_tokens, prepend_cls
 from .transformer import Block, LayerNorm
 
 
@@ -19,15 +20,21 @@ class ViTClassifier(nn.Module):
 
     def __init__(self, config: Config, num_classes: int, drop_path: float = 0.1) -> None:
         super().__init__()
-        encoder = MAE(config)  # build with the official init, then keep the encoder half
-        self.patch_embed, self.cls_token, self.pos_embed = encoder.patch_embed, encoder.cls_token, encoder.pos_embed
-        rates = torch.linspace(0, drop_path, config.encoder_depth).tolist()
+        config = Config(config)
+        self.patch_embed = PatchEmbed(config.img_size, config.patch_size, config.in_chans, config.embed_dim)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, config.embed_dim))
+        self.pos_embed = nn.Parameter(sincos_table(config.embed_dim, *self.patch_embed.grid_size).clone(),
+                                      requires_grad=False)
+        rates = torch.linspace(0, drop_path, config.encoder_depth).tolist()  # deeper blocks drop more
         self.blocks = nn.ModuleList(
             [Block(config.embed_dim, config.encoder_num_heads, config.mlp_ratio, r) for r in rates])
-        self.blocks.load_state_dict(encoder.blocks.state_dict())
         self.fc_norm = LayerNorm(config.embed_dim)
         self.head = nn.Linear(config.embed_dim, num_classes)
-        nn.init.trunc_normal_(self.head.weight, std=2e-5)  # official: tiny head init
+        # The MAE encoder's own initialisation, then the official tiny head.
+        init_patch_projection(self.patch_embed)
+        nn.init.normal_(self.cls_token, std=0.02)
+        self.apply(init_linear_and_norm)
+        nn.init.trunc_normal_(self.head.weight, std=2e-5)
         nn.init.zeros_(self.head.bias)
 
     @classmethod
@@ -40,9 +47,8 @@ class ViTClassifier(nn.Module):
         return model
 
     def forward(self, imgs: torch.Tensor) -> torch.Tensor:
-        x = self.patch_embed(imgs) + self.pos_embed[:, 1:, :]
-        cls = (self.cls_token + self.pos_embed[:, :1, :]).expand(x.shape[0], -1, -1)
-        x = torch.cat([cls, x], dim=1)
+        """``[N, C, H, W]`` -> logits ``[N, num_classes]``."""
+        x = prepend_cls(self.cls_token, self.pos_embed, patch_tokens(self.patch_embed, self.pos_embed, imgs))
         for blk in self.blocks:
             x = blk(x)
         return self.head(self.fc_norm(x[:, 1:, :].mean(dim=1)))

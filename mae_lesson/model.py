@@ -18,16 +18,33 @@ from .checkpoint import atomic_save, describe_mismatch, extract_state_dict, safe
 from .config import Config
 from .loss import mae_loss
 from .masking import masking_noise, random_masking
-from .patch_embed import PatchEmbed, patchify, unpatchify
+from .patch_embed import PatchEmbed, patch_tokens, patchify, prepend_cls, unpatchify
 from .pos_embed import get_2d_sincos_pos_embed
 from .transformer import Block, LayerNorm
 
 
 @lru_cache(maxsize=32)
-def _sincos_table(dim: int, grid_h: int, grid_w: int) -> torch.Tensor:
+def sincos_table(dim: int, grid_h: int, grid_w: int) -> torch.Tensor:
     """``[1, 1 + L, D]`` exact table for a grid (cached on the CPU, moved where it is needed)."""
     with torch.device("cpu"):  # never cache a table made under a meta or cuda default device
         return get_2d_sincos_pos_embed(dim, (grid_h, grid_w), cls_token=True).unsqueeze(0)
+
+
+def init_patch_projection(patch_embed: PatchEmbed) -> None:
+    """Xavier-uniform on the patch projection seen as a linear layer on flattened patches (official)."""
+    weight = patch_embed.proj.weight.data
+    nn.init.xavier_uniform_(weight.view([weight.shape[0], -1]))
+
+
+def init_linear_and_norm(module: nn.Module) -> None:
+    """Official init, applied to every sub-module: xavier-uniform linears with zero bias, unit LayerNorms."""
+    if isinstance(module, nn.Linear):
+        nn.init.xavier_uniform_(module.weight)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+    elif isinstance(module, nn.LayerNorm):
+        nn.init.ones_(module.weight)
+        nn.init.zeros_(module.bias)
 
 
 class MAE(nn.Module):
@@ -73,30 +90,18 @@ class MAE(nn.Module):
         self.decoder_pred = nn.Linear(cfg.decoder_embed_dim, cfg.patch_size**2 * cfg.in_chans)
 
         self.grad_checkpointing = bool(cfg.grad_checkpointing)
-        self._grid_hw = self.patch_embed.grid_size  # grid of the batch being masked (block/grid types)
         self.initialize_weights()
 
     # ------------------------------------------------------------------ set-up
     def initialize_weights(self) -> None:
         """Official init: sin-cos tables, xavier-uniform linears and patch projection, N(0, 0.02) tokens."""
         grid = self.patch_embed.grid_size
-        self.pos_embed.data.copy_(_sincos_table(self.embed_dim, *grid))
-        self.decoder_pos_embed.data.copy_(_sincos_table(self.decoder_embed_dim, *grid))
-        w = self.patch_embed.proj.weight.data
-        nn.init.xavier_uniform_(w.view([w.shape[0], -1]))  # as a linear layer on flattened patches
+        self.pos_embed.data.copy_(sincos_table(self.embed_dim, *grid))
+        self.decoder_pos_embed.data.copy_(sincos_table(self.decoder_embed_dim, *grid))
+        init_patch_projection(self.patch_embed)
         nn.init.normal_(self.cls_token, std=0.02)
         nn.init.normal_(self.mask_token, std=0.02)
-        self.apply(self._init_weights)
-
-    @staticmethod
-    def _init_weights(m: nn.Module) -> None:
-        if isinstance(m, nn.Linear):
-            nn.init.xavier_uniform_(m.weight)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.LayerNorm):
-            nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)
+        self.apply(init_linear_and_norm)
 
     def count_parameters(self) -> int:
         """Trainable parameters (the fixed position tables are not counted)."""
@@ -143,17 +148,18 @@ class MAE(nn.Module):
             )
         return h // p, w // p
 
-    def _tables(self, grid_hw: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+    def position_tables(self, grid_hw: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
         """Encoder and decoder position tables for a grid: stored at the configured size, else exact."""
         if tuple(grid_hw) == tuple(self.patch_embed.grid_size):
             return self.pos_embed, self.decoder_pos_embed
         device, dtype = self.pos_embed.device, self.pos_embed.dtype
         return (
-            _sincos_table(self.embed_dim, *grid_hw).to(device, dtype),
-            _sincos_table(self.decoder_embed_dim, *grid_hw).to(device, dtype),
+            sincos_table(self.embed_dim, *grid_hw).to(device, dtype),
+            sincos_table(self.decoder_embed_dim, *grid_hw).to(device, dtype),
         )
 
-    def _run(self, blocks: nn.ModuleList, x: torch.Tensor) -> torch.Tensor:
+    def run_blocks(self, blocks: nn.ModuleList, x: torch.Tensor) -> torch.Tensor:
+        """Apply ``blocks`` in order, recomputing activations in backward when grad checkpointing is on."""
         for blk in blocks:
             if self.grad_checkpointing and torch.is_grad_enabled():
                 x = activation_checkpoint(blk, x, use_reentrant=False)
@@ -162,6 +168,24 @@ class MAE(nn.Module):
         return x
 
     # ------------------------------------------------------------- masking
+    def mask_noise(
+        self,
+        batch: int,
+        grid_hw: tuple[int, int] | None = None,
+        mask_ratio: float | None = None,
+        generator: torch.Generator | None = None,
+        device: torch.device | str | None = None,
+    ) -> torch.Tensor:
+        """The noise ``[N, L]`` that decides a batch's mask, for ``config.mask_type``.
+
+        The one place the model's masks come from: the forward pass, the engine, the evaluation
+        and the figures all ask here. ``grid_hw`` defaults to the configured patch grid,
+        ``mask_ratio`` to the configured one; ``generator`` makes the draw reproducible.
+        """
+        grid_hw = tuple(grid_hw or self.patch_embed.grid_size)
+        mask_ratio = self.mask_ratio if mask_ratio is None else mask_ratio
+        return masking_noise(self.config.mask_type, batch, grid_hw, mask_ratio, device, generator)
+
     def random_masking(
         self, x: torch.Tensor, mask_ratio: float, noise: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -169,12 +193,18 @@ class MAE(nn.Module):
 
         Args:
             x: ``[N, L, D]``. noise: ``[N, L]`` fixes the mask (smallest noise kept); ``None``
-                draws noise for ``config.mask_type`` (random, block or grid).
+                draws it with :meth:`mask_noise` for the configured grid.
         Returns:
             x_masked ``[N, L_keep, D]``, mask ``[N, L]`` (0 keep, 1 removed), ids_restore ``[N, L]``.
         """
         if noise is None:
-            noise = masking_noise(self.config.mask_type, x.shape[0], self._grid_hw, mask_ratio, x.device)
+            grid_h, grid_w = self.patch_embed.grid_size
+            if x.shape[1] != grid_h * grid_w:
+                raise ValueError(
+                    f"{x.shape[1]} tokens are not the configured {grid_h}x{grid_w} patch grid; pass "
+                    f"noise=model.mask_noise(N, grid_hw=(h, w)) for this image size"
+                )
+            noise = self.mask_noise(x.shape[0], mask_ratio=mask_ratio, device=x.device)
         return random_masking(x, mask_ratio, noise)
 
     # ------------------------------------------------------------- forward
@@ -187,17 +217,17 @@ class MAE(nn.Module):
             latent ``[N, 1 + L_keep, D]`` (cls first), mask ``[N, L]``, ids_restore ``[N, L]``.
         """
         grid_hw = self.check_images(imgs)
-        pos_embed, _ = self._tables(grid_hw)
-        x = self.patch_embed(imgs) + pos_embed[:, 1:, :]  # [N, L, D]
-        self._grid_hw = grid_hw
-        if noise is None:
-            # Exactly two arguments, so subclasses that override random_masking(x, mask_ratio) work.
+        pos_embed, _ = self.position_tables(grid_hw)
+        x = patch_tokens(self.patch_embed, pos_embed, imgs)  # [N, L, D]
+        if noise is None and type(self).random_masking is not MAE.random_masking:
+            # A subclass that overrides random_masking(x, mask_ratio) (the guide's CustomMAE) owns its masks.
             x, mask, ids_restore = self.random_masking(x, mask_ratio)
         else:
+            if noise is None:
+                noise = self.mask_noise(x.shape[0], grid_hw, mask_ratio, device=x.device)
             x, mask, ids_restore = self.random_masking(x, mask_ratio, noise=noise)
-        cls = (self.cls_token + pos_embed[:, :1, :]).expand(x.shape[0], -1, -1)
-        x = torch.cat([cls, x], dim=1)  # [N, 1 + L_keep, D]
-        return self.norm(self._run(self.blocks, x)), mask, ids_restore
+        x = prepend_cls(self.cls_token, pos_embed, x)  # [N, 1 + L_keep, D]
+        return self.norm(self.run_blocks(self.blocks, x)), mask, ids_restore
 
     def forward_decoder(
         self, latent: torch.Tensor, ids_restore: torch.Tensor, grid_hw: tuple[int, int] | None = None
@@ -206,24 +236,25 @@ class MAE(nn.Module):
 
         Args:
             latent: ``[N, 1 + L_keep, D]``. ids_restore: ``[N, L]``.
-            grid_hw: patch grid; ``None`` means the configured one (or a square one for other L).
+            grid_hw: the images' patch grid; ``None`` means the configured one.
         Returns:
             pred ``[N, L, p*p*C]``.
         """
         length = ids_restore.shape[1]
-        if grid_hw is None:
-            grid_hw = self.patch_embed.grid_size
-            if grid_hw[0] * grid_hw[1] != length:
-                side = int(round(length**0.5))
-                grid_hw = (side, side)
-        _, decoder_pos_embed = self._tables(grid_hw)
+        grid_hw = tuple(grid_hw or self.patch_embed.grid_size)
+        if grid_hw[0] * grid_hw[1] != length:
+            raise ValueError(
+                f"ids_restore has {length} patches but the grid {grid_hw[0]}x{grid_hw[1]} has "
+                f"{grid_hw[0] * grid_hw[1]}; pass grid_hw=(H // p, W // p) of the images"
+            )
+        _, decoder_pos_embed = self.position_tables(grid_hw)
         x = self.decoder_embed(latent)  # [N, 1 + L_keep, Dd]
         n, t, dim = x.shape
         mask_tokens = self.mask_token.expand(n, length + 1 - t, -1)
         x_ = torch.cat([x[:, 1:, :], mask_tokens], dim=1)  # shuffled order [N, L, Dd]
         x_ = torch.gather(x_, 1, ids_restore.unsqueeze(-1).expand(-1, -1, dim))  # un-shuffle
         x = torch.cat([x[:, :1, :], x_], dim=1) + decoder_pos_embed
-        x = self.decoder_norm(self._run(self.decoder_blocks, x))
+        x = self.decoder_norm(self.run_blocks(self.decoder_blocks, x))
         return self.decoder_pred(x[:, 1:, :])  # drop cls: [N, L, p*p*C]
 
     def forward_loss(self, imgs: torch.Tensor, pred: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -244,7 +275,7 @@ class MAE(nn.Module):
         if not 0 <= mask_ratio < 1:
             raise ValueError(f"mask_ratio must be in [0, 1), got {mask_ratio}")
         latent, mask, ids_restore = self.forward_encoder(imgs, mask_ratio, noise)
-        pred = self.forward_decoder(latent, ids_restore, self._grid_hw)
+        pred = self.forward_decoder(latent, ids_restore, self.check_images(imgs))
         loss = self.forward_loss(imgs, pred, mask)
         return {"loss": loss, "pred": pred, "mask": mask, "latent": latent, "ids_restore": ids_restore}
 
@@ -263,7 +294,7 @@ class MAE(nn.Module):
         state = extract_state_dict(ckpt)
         expected = self.state_dict()
         problem = describe_mismatch(expected, state)
-        if strict and problem or any(k in state and state[k].shape != v.shape for k, v in expected.items()):
+        if (strict and problem) or any(k in state and state[k].shape != v.shape for k, v in expected.items()):
             raise ValueError(f"Checkpoint {str(path)!r} does not fit this model's architecture:\n{problem}")
         self.load_state_dict(state, strict=strict)
         return ckpt if isinstance(ckpt, dict) else {}

@@ -32,6 +32,22 @@ class PatchEmbed(nn.Module):
         return self.proj(imgs).flatten(2).transpose(1, 2)
 
 
+def patch_tokens(patch_embed: PatchEmbed, pos_table: torch.Tensor, imgs: torch.Tensor) -> torch.Tensor:
+    """The encoder's input tokens: ``[N, C, H, W]`` -> ``[N, L, D]`` patch embeddings plus position.
+
+    ``pos_table`` is ``[1, 1 + L, D]`` with the cls row first (the official layout). The MAE,
+    the classifier, the ablations and the benchmark all enter the encoder through this function
+    and :func:`prepend_cls`.
+    """
+    return patch_embed(imgs) + pos_table[:, 1:, :]
+
+
+def prepend_cls(cls_token: torch.Tensor, pos_table: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """``[N, L', D]`` tokens -> ``[N, 1 + L', D]`` with the cls token (plus its position row) first."""
+    cls = (cls_token + pos_table[:, :1, :]).expand(x.shape[0], -1, -1)
+    return torch.cat([cls, x], dim=1)
+
+
 def patchify(imgs: torch.Tensor, patch_size: int) -> torch.Tensor:
     """``[N, C, H, W]`` -> ``[N, L, p*p*C]``, channel fastest, patches in row-major order."""
     return rearrange(imgs, "n c (h p) (w q) -> n (h w) (p q c)", p=patch_size, q=patch_size)

@@ -130,24 +130,87 @@ def confusion_figure(predictions: torch.Tensor, labels: torch.Tensor, class_name
     return fig
 
 
+def principal_components(features: torch.Tensor, k: int = 2) -> tuple[torch.Tensor, torch.Tensor]:
+    """Exact PCA: the features ``[N, D]`` projected on their first ``k`` principal axes ``[N, k]``,
+    and the fraction of the total variance each axis explains ``[k]``."""
+    x = features.float() - features.float().mean(dim=0)
+    _, s, vh = torch.linalg.svd(x, full_matrices=False)
+    variance = s**2
+    return x @ vh[:k].T, variance[:k] / variance.sum()
+
+
 def feature_map_figure(features: torch.Tensor, labels: torch.Tensor, class_names: tuple[str, ...],
-                       title: str = "PCA of frozen features", max_points: int = 3000, seed: int = 0) -> plt.Figure:
-    """First two principal components of the features, coloured by class."""
+                       title: str = "PCA of frozen features", max_points: int = 3000, seed: int = 0,
+                       ax: plt.Axes | None = None) -> plt.Figure:
+    """First two principal components of the features, coloured by class; axes give the explained variance.
+
+    Draws into ``ax`` when given (to put several maps side by side), else into a new figure.
+    """
     gen = torch.Generator().manual_seed(seed)
     ids = torch.randperm(len(features), generator=gen)[:max_points]
-    x = features[ids].float()
-    x = x - x.mean(dim=0)
-    _, _, v = torch.pca_lowrank(x, q=2, center=False)
-    xy = (x @ v[:, :2]).numpy()
-    fig, ax = plt.subplots(figsize=(6, 5))
+    xy, explained = principal_components(features[ids], 2)
+    xy = xy.numpy()
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(6, 5))
+    else:
+        fig = ax.figure
     colours = plt.get_cmap("tab10")
     for c, name in enumerate(class_names):
         sel = (labels[ids] == c).numpy()
         ax.scatter(xy[sel, 0], xy[sel, 1], s=3, color=colours(c), label=name, alpha=0.7)
     ax.legend(markerscale=4, fontsize=7, loc="best")
     ax.set_xticks([]), ax.set_yticks([])
+    ax.set_xlabel(f"PC 1 ({explained[0]:.0%} of the variance)", fontsize=8)
+    ax.set_ylabel(f"PC 2 ({explained[1]:.0%} of the variance)", fontsize=8)
     ax.set_title(title, fontsize=10)
-    fig.tight_layout()
+    if not fig.get_constrained_layout():
+        fig.tight_layout()
+    return fig
+
+
+def attention_figure(images: torch.Tensor, maps: dict[str, dict[str, torch.Tensor]], grid_hw: tuple[int, int],
+                     title: str = "", cmap: str = "viridis") -> plt.Figure:
+    """Attention over the patch grid: one row per image and model, one column per kind of map.
+
+    Args:
+        images: ``[N, C, H, W]`` in [0, 1] (denormalised), shown in the first column.
+        maps: ``maps[model][column]`` is ``[N, L]`` with ``L = grid_h * grid_w`` (patches row by
+            row), e.g. ``{"pretrained": {"head 1": ..., "mean of heads": ..., "rollout": ...}}``.
+            Every model must have the same columns.
+        grid_hw: the patch grid ``(grid_h, grid_w)``.
+    Each column has one colour scale, from 0 to its largest value over every row, and its colour
+    bar underneath, so two models compare on the same scale.
+    """
+    models = list(maps)
+    columns = list(maps[models[0]])
+    if any(list(maps[m]) != columns for m in models):
+        raise ValueError(f"every model needs the same columns; got {[list(maps[m]) for m in models]}")
+    grid_h, grid_w = grid_hw
+    n = images.shape[0]
+    for m in models:
+        for c in columns:
+            if tuple(maps[m][c].shape) != (n, grid_h * grid_w):
+                raise ValueError(f"maps[{m!r}][{c!r}] has shape {list(maps[m][c].shape)}; expected "
+                                 f"[N, L] = {[n, grid_h * grid_w]} for {n} images and a {grid_h}x{grid_w} grid")
+    rows = [(i, m) for i in range(n) for m in models]
+    pics = to_rgb(images)
+    fig, axes = plt.subplots(len(rows), 1 + len(columns), figsize=(1.05 * (1 + len(columns)), 1.05 * len(rows) + 0.9),
+                             squeeze=False, constrained_layout=True)
+    for j, column in enumerate(columns, start=1):
+        vmax = max(float(maps[m][column].max()) for m in models)
+        for r, (i, m) in enumerate(rows):
+            grid = maps[m][column][i].detach().float().cpu().reshape(grid_h, grid_w)
+            im = axes[r, j].imshow(grid.numpy(), cmap=cmap, vmin=0, vmax=vmax, interpolation="nearest")
+            if r == 0:
+                axes[r, j].set_title(column, fontsize=8)
+        fig.colorbar(im, ax=axes[:, j], orientation="horizontal", fraction=0.04, pad=0.01, aspect=12).ax.tick_params(labelsize=6)
+    for r, (i, m) in enumerate(rows):
+        axes[r, 0].imshow(pics[i].numpy())
+        axes[r, 0].set_ylabel(m, fontsize=7)
+    for ax in axes.flat:
+        ax.set_xticks([]), ax.set_yticks([])
+    if title:
+        fig.suptitle(title, fontsize=9)
     return fig
 
 

@@ -13,13 +13,11 @@ import torch
 
 from ..loss import masked_mse, normalize_patches
 from ..masking import random_masking
-from ._feedback import ExerciseError, expect_close, expect_shape, passed, call_learner, same
-
-
-_call = call_learner
+from ._feedback import ExerciseError, call_learner, checker, expect_close, expect_shape, passed
 
 
 def _same(value: Any, other: torch.Tensor, atol: float = 1e-5) -> bool:
+    """Like ``_feedback.same`` in double precision, with NaN equal to NaN: the no-eps mistake gives NaN."""
     return (isinstance(value, torch.Tensor) and value.shape == other.shape
             and torch.allclose(value.double(), other.double(), atol=atol, rtol=1e-5, equal_nan=True))
 
@@ -78,13 +76,14 @@ def _norm_variants(x: torch.Tensor, channels: int) -> list[tuple[torch.Tensor, s
     ]
 
 
+@checker("normalize_patches")
 def check_normalize_patches(fn: Callable[[torch.Tensor], torch.Tensor]) -> bool:
     """Check ``fn(target)``: ``[N, L, p*p*C]`` -> each patch minus its mean, over sqrt(unbiased var + 1e-6)."""
     for channels, p in ((3, 2), (1, 4)):
         x = _targets(channels, p)
         expected = normalize_patches(x)
         where = f"normalize_patches(target {list(x.shape)}, p={p}, C={channels})"
-        got = _call(fn, "normalize_patches", x.clone())
+        got = call_learner(fn, "normalize_patches", x.clone())
         expect_shape(where, got, expected.shape, hint="normalise each patch, keep the shape [N, L, p*p*C]")
         if _same(got, expected, atol=1e-6):
             continue
@@ -155,6 +154,7 @@ def _loss_variants(target: torch.Tensor, pred: torch.Tensor, mask: torch.Tensor,
     return out
 
 
+@checker("mae_loss")
 def check_mae_loss(fn: Callable[[torch.Tensor, torch.Tensor, torch.Tensor, bool], torch.Tensor]) -> bool:
     """Check ``fn(target, pred, mask, norm_pix_loss)`` -> the scalar MAE loss (mask 1 = removed)."""
     for norm in (False, True):
@@ -162,7 +162,7 @@ def check_mae_loss(fn: Callable[[torch.Tensor, torch.Tensor, torch.Tensor, bool]
             expected = masked_mse(pred, normalize_patches(target) if norm else target, mask)
             where = (f"mae_loss(target {list(target.shape)}, pred {list(pred.shape)}, mask {list(mask.shape)} "
                      f"with {int(mask[0].sum())} removed per image, norm_pix_loss={norm})")
-            got = _call(fn, "mae_loss", target.clone(), pred.clone(), mask.clone(), norm)
+            got = call_learner(fn, "mae_loss", target.clone(), pred.clone(), mask.clone(), norm)
             if not isinstance(got, torch.Tensor):
                 raise ExerciseError(f"{where}: expected a scalar torch.Tensor, got {type(got).__name__}")
             if got.dim() != 0:
