@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install what a fresh machine lacks: Debian's Fashion-MNIST and the Python packages.
 # Usage: bash scripts/setup.sh [--dev]   (--dev adds the test-only extras)
+# Safe to run again: it installs only what is missing and prints nothing when all is there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ ! -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ] && command -v apt-get >/dev/null; then
@@ -10,5 +11,53 @@ if [ ! -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ] && comm
 fi
 requirements=requirements.txt
 [ "${1:-}" = "--dev" ] && requirements=requirements-dev.txt
-python3 -m pip install -q -r "$requirements"
-python3 -m pip install -q --no-deps -e .
+export PIP_ROOT_USER_ACTION=ignore
+# pip takes many seconds even when nothing is missing, so first ask the installed packages' metadata.
+if ! python3 - "$requirements" <<'PY'
+import sys
+from importlib import metadata
+from pathlib import Path
+
+try:
+    from packaging.requirements import Requirement
+except ImportError:  # a fresh virtual environment has packaging only inside pip
+    from pip._vendor.packaging.requirements import Requirement
+
+
+def requirements(path: Path) -> list[str]:
+    lines = []
+    for line in path.read_text().splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line.startswith("-r "):
+            lines += requirements(path.parent / line[3:].strip())
+        elif line:
+            lines.append(line)
+    return lines
+
+
+def missing(path: Path) -> list[str]:
+    absent = []
+    for line in requirements(path):
+        req = Requirement(line)
+        try:
+            version = metadata.version(req.name)
+        except metadata.PackageNotFoundError:
+            absent.append(line)
+            continue
+        if req.specifier and not req.specifier.contains(version, prereleases=True):
+            absent.append(f"{line} (have {version})")
+    return absent
+
+sys.exit(1 if missing(Path(sys.argv[1])) else 0)
+PY
+then
+  python3 -m pip install -q -r "$requirements"
+fi
+# The course package itself (editable), unless Python already finds it in this folder.
+# The check runs from / so that the current folder does not shadow the installed package.
+here="$(pwd -P)"
+if ! (cd / && python3 -c "import importlib.util, pathlib, sys
+spec = importlib.util.find_spec('mae_lesson')
+sys.exit(spec is None or pathlib.Path(spec.origin).resolve().parents[1] != pathlib.Path(sys.argv[1]))" "$here"); then
+  python3 -m pip install -q --no-deps -e .
+fi

@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Every test: the package's unit and end-to-end tests, then every notebook under nbval in quick mode.
+# It first installs what the tests need (scripts/setup.sh --dev: Hugging Face transformers and
+# vit-pytorch for the parity and benchmark tests); that step is quiet when all is installed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+bash scripts/setup.sh --dev
 export MAE_LESSON_QUICK=1 PYTHONHASHSEED=0
 python3 -m pytest -q tests "$@"
 python3 -m pytest -q -p no:cacheprovider --nbval notebooks/ --nbval-current-env
