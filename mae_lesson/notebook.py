@@ -12,6 +12,7 @@ The repository URL lives here once (``REPO_URL``). Command line::
     python -m mae_lesson.notebook                       # rewrite every badge and set-up cell
     python -m mae_lesson.notebook --repo-url URL [--branch B]   # the same for a fork or mirror
     python -m mae_lesson.notebook --clean FILE [FILE ...]       # clean committed outputs
+    python -m mae_lesson.notebook --timings             # minutes of each notebook's committed run
 """
 
 from __future__ import annotations
@@ -291,6 +292,23 @@ def clean_notebook(path: Path) -> bool:
     return True
 
 
+# ------------------------------------------------------------------------------------ timings
+def run_minutes(path: Path) -> float | None:
+    """Minutes of the notebook's committed run, from Jupyter's cell timestamps (None without them).
+
+    ``jupyter nbconvert --execute`` records when each cell started and finished; the span from
+    the first start to the last finish is the whole run's wall clock.
+    """
+    from datetime import datetime
+
+    stamps = []
+    for cell in read_notebook(path).get("cells", []):
+        execution = cell.get("metadata", {}).get("execution", {})
+        stamps += [datetime.fromisoformat(execution[key].replace("Z", "+00:00"))
+                   for key in ("iopub.execute_input", "shell.execute_reply") if key in execution]
+    return (max(stamps) - min(stamps)).total_seconds() / 60 if stamps else None
+
+
 # --------------------------------------------------------------------------------- command line
 def main(argv: list[str] | None = None, module_file: Path = Path(__file__)) -> int:
     """The command line; ``module_file`` is where ``--repo-url`` stores the URL (this file)."""
@@ -299,6 +317,8 @@ def main(argv: list[str] | None = None, module_file: Path = Path(__file__)) -> i
         description="Rewrite every notebook's Colab badge and set-up cell, or clean committed outputs.")
     parser.add_argument("--clean", nargs="+", metavar="FILE", type=Path,
                         help="strip progress bars, stderr, warnings, widgets and absolute paths from these notebooks' outputs")
+    parser.add_argument("--timings", action="store_true",
+                        help="print the minutes of each notebook's committed run (from its cell timestamps)")
     parser.add_argument("--repo-url", help=f"the repository the set-up cell clones (a fork or mirror; stored in "
                                           f"this module as REPO_URL, now {REPO_URL})")
     parser.add_argument("--branch", help=f"the branch (or tag) to clone and link (now {BRANCH})")
@@ -310,6 +330,11 @@ def main(argv: list[str] | None = None, module_file: Path = Path(__file__)) -> i
             parser.error(f"no such notebook: {', '.join(missing)}")
         for path in args.clean:
             print(f"{path}: {'cleaned' if clean_notebook(path) else 'already clean'}")
+        return 0
+    if args.timings:
+        for path in notebook_paths(args.notebooks):
+            minutes = run_minutes(path)
+            print(f"{path.name}: " + (f"{minutes:.1f} min" if minutes is not None else "no cell timestamps"))
         return 0
     repo_url, branch = args.repo_url or REPO_URL, args.branch or BRANCH
     if args.repo_url or args.branch:

@@ -259,3 +259,18 @@ def test_each_notebook_has_the_generated_badge_and_setup_cell(path):
     assert len(setups) == 1 and "".join(setups[0]["source"]) == nbtool.setup_cell_source(), \
         f"{path.name}: set-up cell differs from the generator's; run python -m mae_lesson.notebook"
     assert nbtool.badge_markdown(path.name) in "".join(nb["cells"][0]["source"])
+
+
+def test_run_minutes_from_cell_timestamps(tmp_path, capsys):
+    first = _code([])
+    first["metadata"] = {"execution": {"iopub.execute_input": "2026-01-01T10:00:00.000000Z",
+                                       "shell.execute_reply": "2026-01-01T10:00:30.000000Z"}}
+    last = _code([])
+    last["metadata"] = {"execution": {"iopub.execute_input": "2026-01-01T10:01:00.000000Z",
+                                      "shell.execute_reply": "2026-01-01T10:04:30.000000Z"}}
+    _write(tmp_path / "00_a.ipynb", _notebook([first, _code([]), last]))
+    _write(tmp_path / "01_b.ipynb", _notebook([_code([])]))
+    assert nbtool.run_minutes(tmp_path / "00_a.ipynb") == pytest.approx(4.5)
+    assert nbtool.run_minutes(tmp_path / "01_b.ipynb") is None
+    assert nbtool.main(["--timings", "--notebooks", str(tmp_path)]) == 0
+    assert capsys.readouterr().out == "00_a.ipynb: 4.5 min\n01_b.ipynb: no cell timestamps\n"
