@@ -1,4 +1,4 @@
-"""The exercise checkers of notebooks 01-04 accept the reference solutions and reject the usual mistakes.
+"""The exercise checkers of notebooks 00-04 accept the reference solutions and reject the usual mistakes.
 
 Every rejection must say what was expected and what came back, and name the mistake, so a
 learner can act on it. The reference solutions here are written independently of the
@@ -19,10 +19,31 @@ from mae_lesson.exercises.decoder import check_forward_decoder, check_unshuffle
 from mae_lesson.exercises.encoder import check_attention, check_block_forward, check_forward_encoder
 from mae_lesson.exercises.masking import check_masked_images, check_random_masking
 from mae_lesson.exercises.patches import check_patchify, check_sincos_2d
+from mae_lesson.exercises.welcome import check_encoder_tokens
 from mae_lesson.masking import random_masking
 from mae_lesson.pos_embed import sincos_1d
 
 from conftest import accepts, not_attempted, raising, rejects
+
+
+# ------------------------------------------------------------------------- 00 welcome
+def encoder_tokens_ok(img_size, patch_size, mask_ratio):
+    return 1 + math.floor((img_size // patch_size) ** 2 * (1 - mask_ratio))
+
+
+def test_encoder_tokens_accepts_reference(capsys):
+    accepts(check_encoder_tokens, encoder_tokens_ok, capsys)
+
+
+@pytest.mark.parametrize("fn, phrase", [
+    (lambda i, p, r: int((i // p) ** 2 * (1 - r)), "cls token is missing"),
+    (lambda i, p, r: 1 + (i // p) ** 2, "every patch"),
+    (lambda i, p, r: 1 + round((i // p) ** 2 * (1 - r)), "rounds down"),
+    (lambda i, p, r: 1 + (i // p) ** 2 - int((i // p) ** 2 * (1 - r)), "removed patches"),
+    (lambda i, p, r: 1.0 + int((i // p) ** 2 * (1 - r)), "whole number"),
+])
+def test_encoder_tokens_rejects_mistakes(fn, phrase):
+    rejects(check_encoder_tokens, fn, phrase)
 
 
 # ------------------------------------------------------------------------- 01 patches
@@ -354,7 +375,7 @@ def test_checkers_leave_global_rng_alone():
 
 
 # ------------------------------------------------------------------------- not attempted / use
-ALL_CHECKERS = [check_patchify, check_sincos_2d, check_random_masking, check_masked_images, check_attention,
+ALL_CHECKERS = [check_encoder_tokens, check_patchify, check_sincos_2d, check_random_masking, check_masked_images, check_attention,
                 check_block_forward, check_forward_encoder, check_unshuffle, check_forward_decoder]
 
 
