@@ -24,7 +24,7 @@ if str(ROOT) not in sys.path:  # run from a plain checkout: python benchmarks/tr
     sys.path.insert(0, str(ROOT))
 
 from mae_lesson import MAE, Config  # noqa: E402
-from mae_lesson.masking import num_kept  # noqa: E402
+from mae_lesson.flops import FLOP_FORMULA, encoder_flops, train_step_flops  # noqa: E402,F401 - the scripts import them from here
 
 # ----------------------------------------------------------------------------- configs
 # name -> (config, batch). The full sizes are the issue's; --quick shrinks both.
@@ -42,47 +42,6 @@ QUICK_CONFIGS: dict[str, tuple[Config, int]] = {
 
 def configs(quick: bool) -> dict[str, tuple[Config, int]]:
     return QUICK_CONFIGS if quick else FULL_CONFIGS
-
-
-# ----------------------------------------------------------------------------- FLOPs
-FLOP_FORMULA = (
-    "train step = 3 x forward (backward = 2 x forward); forward per image, counting 2*M*N*K per matmul: "
-    "patch_embed 2*L*(p*p*C)*D; encoder on T_e = 1 + L_keep tokens, per block "
-    "2*T_e*D^2*(3 + 1 + 2r) (qkv, proj, fc1, fc2) + 2*2*T_e^2*D (q k^T and attn v); decoder_embed 2*T_e*D*Dd; "
-    "decoder on T_d = 1 + L tokens, per block 2*T_d*Dd^2*(4 + 2r) + 4*T_d^2*Dd; decoder_pred 2*L*Dd*(p*p*C). "
-    "LayerNorm, GELU, softmax, loss and AdamW are not counted."
-)
-
-
-def forward_flops(cfg: Config, batch: int) -> dict[str, int]:
-    """Matmul FLOPs of one forward pass of ``batch`` images, by part (see ``FLOP_FORMULA``)."""
-    gh, gw = cfg.grid_size
-    length = gh * gw
-    t_e, t_d = 1 + num_kept(length, cfg.mask_ratio), 1 + length
-    d, dd, r = cfg.embed_dim, cfg.decoder_embed_dim, cfg.mlp_ratio
-    hid, dhid = int(d * r), int(dd * r)
-    patch = cfg.patch_size**2 * cfg.in_chans
-    enc_block = 2 * t_e * d * (3 * d + d) + 2 * t_e * d * hid * 2 + 4 * t_e * t_e * d
-    dec_block = 2 * t_d * dd * (3 * dd + dd) + 2 * t_d * dd * dhid * 2 + 4 * t_d * t_d * dd
-    parts = {
-        "patch_embed": 2 * length * patch * d,
-        "encoder": cfg.encoder_depth * enc_block,
-        "decoder_embed": 2 * t_e * d * dd,
-        "decoder": cfg.decoder_depth * dec_block,
-        "decoder_pred": 2 * length * dd * patch,
-    }
-    return {k: int(v * batch) for k, v in parts.items()}
-
-
-def train_step_flops(cfg: Config, batch: int) -> int:
-    return 3 * sum(forward_flops(cfg, batch).values())
-
-
-def encoder_flops(cfg: Config, batch: int, tokens: int) -> int:
-    """Forward+backward matmul FLOPs of the encoder blocks on ``tokens`` tokens per image."""
-    d, hid = cfg.embed_dim, int(cfg.embed_dim * cfg.mlp_ratio)
-    block = 2 * tokens * d * 4 * d + 4 * tokens * d * hid + 4 * tokens * tokens * d
-    return 3 * cfg.encoder_depth * block * batch
 
 
 # ----------------------------------------------------------------------------- devices

@@ -15,6 +15,8 @@ from typing import Any, Mapping
 
 import yaml
 
+from .masking import MASK_TYPES
+
 # The guide's configs/mae_config.yaml, plus the course's two extra model keys.
 DEFAULTS: dict[str, Any] = {
     "model_name": "mae",
@@ -35,7 +37,6 @@ DEFAULTS: dict[str, Any] = {
 }
 # Keys that describe the data a model was trained on; optional, never validated as model keys.
 METADATA_KEYS = ("norm_mean", "norm_std", "dataset", "description")
-MASK_TYPES = ("random", "block", "grid")
 
 
 def bundled_config_names() -> list[str]:
@@ -57,6 +58,28 @@ def _resolve(path_or_name: str | Path) -> Path:
         f"No config file {str(path_or_name)!r} and no bundled config named {name!r}. "
         f"Give a YAML path or one of: {', '.join(bundled_config_names())}."
     )
+
+
+def recipe_names() -> list[str]:
+    """Names of the training recipes shipped in ``mae_lesson/configs/recipes``."""
+    folder = resources.files("mae_lesson") / "configs" / "recipes"
+    return sorted(p.name[: -len(".yaml")] for p in folder.iterdir() if p.name.endswith(".yaml"))
+
+
+def load_recipe(path_or_name: str | Path) -> dict[str, Any]:
+    """A training recipe (the values of ``PretrainArgs`` or ``FinetuneArgs`` it sets), from a YAML
+    path or the name of a bundled recipe (``pretrain_cpu``, ``finetune_table``, ``finetune_short``)."""
+    path = Path(path_or_name)
+    if not path.is_file():
+        bundled = resources.files("mae_lesson") / "configs" / "recipes" / f"{path.stem}.yaml"
+        if not bundled.is_file():
+            raise FileNotFoundError(f"No recipe file {str(path_or_name)!r} and no bundled recipe named "
+                                    f"{path.stem!r}. Give a YAML path or one of: {', '.join(recipe_names())}.")
+        path = Path(str(bundled))
+    values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    if not isinstance(values, dict):
+        raise ValueError(f"recipe {str(path)!r} must be a mapping of argument names to values")
+    return values
 
 
 def _as_hw(value: Any, key: str) -> tuple[int, int]:

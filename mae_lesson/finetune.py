@@ -17,31 +17,43 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from .config import Config
+from .classifier import ViTClassifier, layer_decay_scales
+from .cli import arg_field, check_recipe
+from .config import Config, load_recipe
 from .data import BatchLoader, ImageData
 from .model import MAE
 from .optim import WarmupCosine, param_groups, scaled_lr
-from .classifier import ViTClassifier, layer_decay_scales
 from .utils import get_device, set_seed
+
+
+DEFAULT_RECIPE = "finetune_short"
+MIXUP_SEED_OFFSET = 7  # mixup pairs draw from their own generator, apart from the batches
+_RECIPE = load_recipe(DEFAULT_RECIPE)
 
 
 @dataclass
 class FinetuneArgs:
-    epochs: int = 5
-    max_steps: int | None = None
-    batch_size: int = 256
-    blr: float = 1e-3
-    layer_decay: float = 0.75
-    weight_decay: float = 0.05
-    drop_path: float = 0.1
-    label_smoothing: float = 0.1
-    mixup: float = 0.0            # Beta(alpha, alpha) mixing; 0 turns it off
-    warmup_epochs: float = 1.0
-    crop_scale: float = 0.5       # RandomResizedCrop scale lower bound for fine-tuning
-    seed: int = 0
-    device: str = "auto"
-    progress: bool = True
-    eval_every_epoch: bool = False  # test accuracy after each epoch, for a learning curve (not for selection)
+    """A fine-tuning run; defaults are the ``finetune_short`` recipe (``configs/recipes/finetune_short.yaml``)."""
+
+    epochs: int = arg_field(_RECIPE["epochs"], "passes over the training images")
+    max_steps: int | None = arg_field(None, "stop after this many optimizer steps", metavar="STEPS")
+    batch_size: int = arg_field(_RECIPE["batch_size"], "images per step")
+    blr: float = arg_field(_RECIPE["blr"], "base learning rate; lr = blr x batch_size / 256")
+    layer_decay: float = arg_field(_RECIPE["layer_decay"], "lr multiplier per block from the top (1 = none)")
+    weight_decay: float = arg_field(_RECIPE["weight_decay"], "AdamW weight decay")
+    drop_path: float = arg_field(_RECIPE["drop_path"], "stochastic depth rate of the last block")
+    label_smoothing: float = arg_field(_RECIPE["label_smoothing"], "label smoothing of the cross-entropy")
+    mixup: float = arg_field(_RECIPE["mixup"], "Beta(alpha, alpha) mixup; 0 turns it off")
+    warmup_epochs: float = arg_field(_RECIPE["warmup_epochs"], "linear warm-up length, in epochs")
+    crop_scale: float = arg_field(_RECIPE["crop_scale"], "RandomResizedCrop scale lower bound (1 = no crops)")
+    seed: int = arg_field(0, "seed of initialisation, batches and augmentation")
+    device: str = arg_field("auto", "auto (cuda, then mps, then cpu), cuda, mps or cpu")
+    progress: bool = arg_field(True, "show a progress bar")
+    eval_every_epoch: bool = arg_field(_RECIPE["eval_every_epoch"], "test accuracy after each epoch, for a "
+                                  "learning curve (not for selection)")
+
+
+check_recipe(FinetuneArgs, _RECIPE, DEFAULT_RECIPE)
 
 
 def finetune(mae: MAE | None, train: ImageData, test: ImageData, args: FinetuneArgs | None = None,
@@ -67,7 +79,7 @@ def finetune(mae: MAE | None, train: ImageData, test: ImageData, args: FinetuneA
     lr = scaled_lr(args.blr, args.batch_size)
     optimizer = torch.optim.AdamW(param_groups(model, args.weight_decay, layer_decay_scales(model, decay)), lr=lr)
     schedule = WarmupCosine(optimizer, lr, total, int(args.warmup_epochs * len(loader)))
-    mix_gen = torch.Generator().manual_seed(args.seed + 7)
+    mix_gen = torch.Generator().manual_seed(args.seed + MIXUP_SEED_OFFSET)
     step, tick, eval_seconds, history = 0, time.perf_counter(), 0.0, []
     bar = tqdm(total=total, desc="fine-tune" if mae is not None else "from scratch", disable=not args.progress)
     model.train()

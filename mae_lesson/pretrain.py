@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import os
 import random
 import sys
@@ -26,50 +27,68 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 import torch.distributed as dist
+import yaml
 from tqdm.auto import tqdm
 
+from .amp import autocast_for
 from .checkpoint import atomic_save, safe_load
-from .config import Config
+from .cli import add_dataclass_flags, arg_field, check_recipe, dataclass_values
+from .config import Config, load_recipe
 from .data import BatchLoader, ImageData, eval_transform, load_dataset
 from .evaluate import evaluate_loss
-from .masking import masking_noise
 from .model import MAE
 from .optim import WarmupCosine, param_groups, scaled_lr
 from .utils import get_device, set_seed
 from .viz import loss_curve_figure, reconstruction_figure
 
 
+DEFAULT_RECIPE = "pretrain_cpu"
+_RECIPE = load_recipe(DEFAULT_RECIPE)
+
+# Seeds of the fixed test images' masks, and of each batch's mask relative to its augmentation seed.
+FIGURE_MASK_SEED = 1234
+MASK_SEED_OFFSET = 1
+
+
 @dataclass
 class PretrainArgs:
-    """Everything a pretraining run needs; saved in the run folder as ``args.json``."""
+    """Everything a pretraining run needs; saved in the run folder as ``args.json``.
 
-    config: str = "fashion_mnist_p7"       # bundled config name or YAML path (the default CPU model)
-    overrides: dict[str, Any] = field(default_factory=dict)  # model config keys to change
-    dataset: str = "fashion_mnist"         # fashion_mnist, cifar10, or an image folder
-    data_root: str = "data"
-    download: bool = False
-    train_images: int | None = None        # use only the first N training images (quick runs, tests)
-    epochs: int = 50
-    max_steps: int | None = None           # stop early after this many optimizer steps (quick runs)
-    schedule_steps: int | None = None      # cosine length in optimizer steps (default: epochs x steps per epoch)
-    batch_size: int = 256                  # global images per micro-step, over all processes
-    accum_iter: int = 1                    # micro-steps per optimizer step
-    blr: float = 1.5e-4                    # base lr; lr = blr * batch_size * accum_iter / 256
-    lr: float | None = None                # absolute lr (overrides blr)
-    min_lr: float = 0.0
-    warmup_epochs: float = 5.0
-    weight_decay: float = 0.05
-    clip_grad: float | None = None
-    amp: str = "auto"                      # auto (bf16, else fp16, on CUDA), bf16, fp16, none
-    compile: bool = False
-    device: str = "auto"
-    seed: int = 0
-    out: str = "runs/pretrain"
-    resume: bool = False
-    ckpt_every_steps: int = 200            # also checkpoint every this many optimizer steps
-    log_every_steps: int = 10
-    num_figure_images: int = 8
-    progress: bool = True
+    Defaults are the ``pretrain_cpu`` recipe (``mae_lesson/configs/recipes/pretrain_cpu.yaml``).
+    """
+
+    config: str = arg_field(_RECIPE["config"], "model config: a bundled name (fashion_mnist_p7, "
+                       "fashion_mnist_tiny, cifar_tiny, mae_base, ...) or a YAML path")
+    overrides: dict[str, Any] = field(default_factory=dict)  # model config keys to change (--set key=value)
+    dataset: str = arg_field(_RECIPE["dataset"], "fashion_mnist, cifar10, or a folder of class sub-folders of images")
+    data_root: str = arg_field("data", "folder that holds (or receives) the datasets")
+    download: bool = arg_field(False, "fetch a missing dataset with torchvision")
+    train_images: int | None = arg_field(None, "use only the first N training images (quick runs, tests)", metavar="N")
+    epochs: int = arg_field(_RECIPE["epochs"], "passes over the training images")
+    max_steps: int | None = arg_field(None, "stop after this many optimizer steps (quick runs)", metavar="STEPS")
+    schedule_steps: int | None = arg_field(None, "length of the cosine schedule in optimizer steps; "
+                                      "None: epochs x steps per epoch", metavar="STEPS")
+    batch_size: int = arg_field(_RECIPE["batch_size"], "images per micro-step, over all processes")
+    accum_iter: int = arg_field(_RECIPE["accum_iter"], "micro-steps per optimizer step (gradient accumulation)")
+    blr: float = arg_field(_RECIPE["blr"], "base learning rate; lr = blr x batch_size x accum_iter / 256")
+    lr: float | None = arg_field(None, "absolute learning rate (replaces blr)", metavar="LR")
+    min_lr: float = arg_field(_RECIPE["min_lr"], "learning rate at the end of the cosine")
+    warmup_epochs: float = arg_field(_RECIPE["warmup_epochs"], "linear warm-up length, in epochs")
+    weight_decay: float = arg_field(_RECIPE["weight_decay"], "AdamW weight decay (not on biases, norms, tokens, tables)")
+    clip_grad: float | None = arg_field(None, "clip the gradient norm to this value", metavar="NORM")
+    amp: str = arg_field("auto", "mixed precision on CUDA: auto, bf16, fp16 or none (CPU always fp32)")
+    compile: bool = arg_field(False, "torch.compile the model")
+    device: str = arg_field("auto", "auto (cuda, then mps, then cpu), cuda, mps or cpu")
+    seed: int = arg_field(_RECIPE["seed"], "seed of batches, augmentation, masks and initialisation")
+    out: str = arg_field("runs/pretrain", "run folder")
+    resume: bool = arg_field(False, "continue the run in --out from its checkpoint.pt")
+    ckpt_every_steps: int = arg_field(200, "also save checkpoint.pt every this many optimizer steps", metavar="STEPS")
+    log_every_steps: int = arg_field(10, "write a train row to metrics.jsonl every this many steps", metavar="STEPS")
+    num_figure_images: int = arg_field(8, "test images in each recon_epochNNN.png")
+    progress: bool = arg_field(True, "show a progress bar")
+
+
+check_recipe(PretrainArgs, _RECIPE, DEFAULT_RECIPE)
 
 
 # ------------------------------------------------------------------------------ distributed
@@ -108,15 +127,6 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def autocast_for(device: torch.device, amp: str) -> tuple[Any, torch.amp.GradScaler | None]:
-    """(autocast context, GradScaler or None): bf16 or fp16 on CUDA, fp32 elsewhere."""
-    if device.type != "cuda" or amp == "none":
-        return nullcontext(), None
-    dtype = torch.bfloat16 if amp == "bf16" or (amp == "auto" and torch.cuda.is_bf16_supported()) else torch.float16
-    scaler = torch.amp.GradScaler("cuda") if dtype == torch.float16 else None
-    return torch.autocast("cuda", dtype=dtype), scaler
-
-
 class NonFiniteLossError(RuntimeError):
     """The loss became NaN or Inf; the last good checkpoint is left untouched."""
 
@@ -132,6 +142,38 @@ def build_model(args: PretrainArgs, data: ImageData, model_class: type[MAE] = MA
     return model_class(cfg)
 
 
+@dataclass
+class Run:
+    """The state of one pretraining run, built by :func:`setup_run` and passed to every stage."""
+
+    args: PretrainArgs
+    rank: int
+    world: int
+    device: torch.device
+    out: Path
+    model: MAE                  # the module whose weights are saved
+    train_model: torch.nn.Module  # what the step calls: the model, wrapped by DDP and/or compile
+    optimizer: torch.optim.Optimizer
+    schedule: WarmupCosine
+    autocast: Any
+    scaler: torch.amp.GradScaler | None
+    loader: BatchLoader
+    test_data: ImageData
+    steps_per_epoch: int
+    total_steps: int
+    step: int = 0
+    fig_imgs: torch.Tensor | None = None   # fixed test images and masks for figures
+    fig_noise: torch.Tensor | None = None
+
+    @property
+    def metrics_path(self) -> Path:
+        return self.out / "metrics.jsonl"
+
+    @property
+    def ckpt_path(self) -> Path:
+        return self.out / "checkpoint.pt"
+
+
 def pretrain(args: PretrainArgs | None = None, model_class: type[MAE] = MAE, **kwargs: Any) -> Path:
     """Run (or resume) pretraining; returns the run folder.
 
@@ -140,11 +182,22 @@ def pretrain(args: PretrainArgs | None = None, model_class: type[MAE] = MAE, **k
     and ``model.pt`` (weights + config, for ``MAE.from_checkpoint``). ``model_class`` trains a
     subclass of ``MAE`` (the ablations use one).
     """
-    args = dataclasses.replace(args or PretrainArgs(), **kwargs)
-    rank, world, device = init_distributed(args.device)
-    out = Path(args.out)
-    set_seed(args.seed)
+    run = setup_run(dataclasses.replace(args or PretrainArgs(), **kwargs), model_class)
+    while run.step < run.total_steps:
+        epoch = run.step // run.steps_per_epoch
+        stats = train_one_epoch(run, epoch)
+        end_of_epoch(run, epoch, stats)
+    if run.rank == 0:
+        run.model.save_checkpoint(run.out / "model.pt", step=run.step, args=dataclasses.asdict(run.args))
+    if run.world > 1:
+        dist.barrier()
+    return run.out
 
+
+def setup_run(args: PretrainArgs, model_class: type[MAE] = MAE) -> Run:
+    """Data, model, optimizer, schedule and mixed precision; then the run folder, or the resumed state."""
+    rank, world, device = init_distributed(args.device)
+    set_seed(args.seed)
     train_data = load_dataset(args.dataset, args.data_root, "train", args.download).subset(args.train_images)
     test_data = load_dataset(args.dataset, args.data_root, "test", args.download)
     model = build_model(args, train_data, model_class).to(device)
@@ -155,132 +208,170 @@ def pretrain(args: PretrainArgs | None = None, model_class: type[MAE] = MAE, **k
     total_steps = args.epochs * steps_per_epoch
     if args.max_steps is not None:
         total_steps = min(total_steps, args.max_steps)
-    effective_batch = args.batch_size * args.accum_iter
-    base_lr = args.lr if args.lr is not None else scaled_lr(args.blr, effective_batch)
-    fused = device.type == "cuda"
-    optimizer = torch.optim.AdamW(param_groups(model, args.weight_decay), lr=base_lr, betas=(0.9, 0.95),
-                                  **({"fused": True} if fused else {}))
+    base_lr = args.lr if args.lr is not None else scaled_lr(args.blr, args.batch_size * args.accum_iter)
+    fused = {"fused": True} if device.type == "cuda" else {}
+    optimizer = torch.optim.AdamW(param_groups(model, args.weight_decay), lr=base_lr, betas=(0.9, 0.95), **fused)
     schedule = WarmupCosine(optimizer, base_lr, args.schedule_steps or args.epochs * steps_per_epoch,
                             int(args.warmup_epochs * steps_per_epoch), args.min_lr)
     autocast, scaler = autocast_for(device, args.amp)
+    run = Run(args, rank, world, device, Path(args.out), model, model, optimizer, schedule, autocast, scaler,
+              loader, test_data, steps_per_epoch, total_steps)
 
-    step, metrics_path, ckpt_path = 0, out / "metrics.jsonl", out / "checkpoint.pt"
-    if args.resume and ckpt_path.is_file():
-        state = safe_load(ckpt_path, map_location=device)
+    if args.resume and run.ckpt_path.is_file():
+        state = safe_load(run.ckpt_path, map_location=device)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         schedule.load_state_dict(state["scheduler"])
         if scaler is not None and state.get("scaler"):
             scaler.load_state_dict(state["scaler"])
         set_rng_state(state["rng"])
-        step = int(state["step"])
+        run.step = int(state["step"])
     elif rank == 0:
-        out.mkdir(parents=True, exist_ok=True)
-        metrics_path.unlink(missing_ok=True)
-        (out / "args.json").write_text(json.dumps(dataclasses.asdict(args), indent=2))
-        (out / "config.yaml").write_text("".join(f"{k}: {json.dumps(v)}\n" for k, v in cfg.to_dict().items()))
+        run.out.mkdir(parents=True, exist_ok=True)
+        run.metrics_path.unlink(missing_ok=True)
+        (run.out / "args.json").write_text(json.dumps(dataclasses.asdict(args), indent=2))
+        (run.out / "config.yaml").write_text("".join(f"{k}: {json.dumps(v)}\n" for k, v in cfg.to_dict().items()))
     if rank == 0 and args.resume:
-        _truncate_metrics(metrics_path, step)
+        _truncate_metrics(run.metrics_path, run.step)
 
-    train_model = model
     if world > 1:
-        train_model = torch.nn.parallel.DistributedDataParallel(
+        run.train_model = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None)
     if args.compile:
-        train_model = torch.compile(train_model)
+        run.train_model = torch.compile(run.train_model)
+    run.fig_imgs = eval_transform(test_data.images[: args.num_figure_images], test_data, cfg.img_size).to(device)
+    run.fig_noise = model.mask_noise(run.fig_imgs.shape[0], device="cpu",
+                                     generator=torch.Generator().manual_seed(FIGURE_MASK_SEED)).to(device)
+    return run
 
-    # Fixed test images and masks for figures and the per-epoch test loss.
-    fig_imgs = eval_transform(test_data.images[: args.num_figure_images], test_data, cfg.img_size).to(device)
-    grid_hw = model.patch_embed.grid_size
-    fig_noise = masking_noise(cfg.mask_type, fig_imgs.shape[0], grid_hw, cfg.mask_ratio, "cpu",
-                              torch.Generator().manual_seed(1234)).to(device)
 
-    def save(kind_step: int) -> None:
-        if rank != 0:
-            return
-        atomic_save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                     "scheduler": schedule.state_dict(), "scaler": scaler.state_dict() if scaler else {},
-                     "rng": rng_state(), "step": kind_step, "epoch": kind_step // max(1, steps_per_epoch),
-                     "config": cfg.to_dict(), "args": dataclasses.asdict(args)}, ckpt_path)
+def micro_batches(run: Run, step_in_epoch: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """The ``(imgs, noise)`` pairs of one optimizer step, on the run's device.
 
-    def log(row: dict[str, Any]) -> None:
-        if rank == 0:
-            with open(metrics_path, "a", encoding="utf-8") as handle:
-                handle.write(json.dumps(row) + "\n")
+    Each micro-batch's augmentation and mask come from its own seed, so a resumed run or any
+    number of processes sees exactly the batches and masks of one uninterrupted run.
+    """
+    batches = []
+    for micro in range(run.args.accum_iter):
+        imgs, _, seed = run.loader.batch(step_in_epoch * run.args.accum_iter + micro)
+        generator = torch.Generator().manual_seed(seed + MASK_SEED_OFFSET)
+        noise = run.model.mask_noise(run.args.batch_size, device="cpu", generator=generator)  # the global batch's
+        noise = noise[run.rank::run.world]  # this process's share, as the loader's
+        batches.append((imgs.to(run.device, non_blocking=True), noise.to(run.device, non_blocking=True)))
+    return batches
 
-    model.train()
-    while step < total_steps:
-        epoch, step_in_epoch = divmod(step, steps_per_epoch)
-        loader.set_epoch(epoch)
-        end_of_epoch = min((epoch + 1) * steps_per_epoch, total_steps)
-        bar = tqdm(total=end_of_epoch - epoch * steps_per_epoch, initial=step_in_epoch, leave=True,
-                   desc=f"epoch {epoch + 1}/{args.epochs}", disable=rank != 0 or not args.progress,
-                   dynamic_ncols=True)
-        seen, tick, epoch_losses = 0, time.perf_counter(), []
-        while step < end_of_epoch:
-            loss_value = 0.0
-            for micro in range(args.accum_iter):
-                imgs, _, seed = loader.batch((step - epoch * steps_per_epoch) * args.accum_iter + micro)
-                noise = masking_noise(cfg.mask_type, args.batch_size, grid_hw, cfg.mask_ratio, "cpu",
-                                      torch.Generator().manual_seed(seed + 1))[rank::world]
-                imgs, noise = imgs.to(device, non_blocking=True), noise.to(device, non_blocking=True)
-                sync = nullcontext() if world == 1 or micro == args.accum_iter - 1 else train_model.no_sync()
-                with sync:
-                    with autocast:
-                        loss = train_model(imgs, noise=noise)["loss"] / args.accum_iter
-                    (scaler.scale(loss) if scaler else loss).backward()
-                loss_value += float(loss.detach())
-                seen += imgs.shape[0] * world
-            if not np.isfinite(loss_value):
-                bar.close()
-                raise NonFiniteLossError(
-                    f"loss is {loss_value} at optimizer step {step + 1} (epoch {epoch + 1}). Likely causes: "
-                    f"a learning rate too high for this batch (lower --blr, lengthen --warmup-epochs, add "
-                    f"--clip-grad 1.0), fp16 overflow (use --amp bf16 or none), or inputs that are not "
-                    f"normalised. The last good checkpoint, {ckpt_path}, is intact: fix and --resume.")
-            if scaler:
-                scaler.unscale_(optimizer)
-            if args.clip_grad:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), args.clip_grad)
-            if scaler:
-                scaler.step(optimizer)
-                scaler.update()
-            else:
-                optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            schedule.step()
-            step += 1
-            epoch_losses.append(loss_value)
-            rate = seen / max(1e-9, time.perf_counter() - tick)
-            bar.update(1)
-            bar.set_postfix(loss=f"{loss_value:.4f}", lr=f"{schedule.lr:.2e}", img_s=f"{rate:.0f}")
-            if step % args.log_every_steps == 0:
-                log({"kind": "train", "step": step, "epoch": epoch + 1, "loss": loss_value,
-                     "lr": schedule.lr, "img_per_s": rate})
-            if step % args.ckpt_every_steps == 0 and step < end_of_epoch:
-                save(step)
-        bar.close()
-        seconds = time.perf_counter() - tick
+
+def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, schedule: WarmupCosine,
+               batches: list[tuple[torch.Tensor, torch.Tensor]], *, autocast: Any = None,
+               scaler: torch.amp.GradScaler | None = None, clip_grad: float | None = None) -> float:
+    """One optimizer step over ``batches`` (``accum_iter`` micro-batches of ``(imgs, noise)``).
+
+    Returns the step's loss (the mean over micro-batches). Raises :class:`NonFiniteLossError`
+    before the update when the loss is NaN or Inf, so the weights stay as they were.
+    """
+    loss_value = 0.0
+    for i, (imgs, noise) in enumerate(batches):
+        # Under DDP, gradients are averaged across processes only on the last micro-batch.
+        last = i == len(batches) - 1
+        sync = nullcontext() if last or not hasattr(model, "no_sync") else model.no_sync()
+        with sync:
+            with autocast or nullcontext():
+                loss = model(imgs, noise=noise)["loss"] / len(batches)
+            (scaler.scale(loss) if scaler else loss).backward()
+        loss_value += float(loss.detach())  # a host sync per micro-batch: the loss is logged
+    if not math.isfinite(loss_value):
+        optimizer.zero_grad(set_to_none=True)
+        raise NonFiniteLossError(f"loss is {loss_value}")
+    if scaler:
+        scaler.unscale_(optimizer)  # clip the true gradients, not the scaled ones
+    if clip_grad:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), clip_grad)
+    if scaler:
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    schedule.step()  # the learning rate of the next step
+    return loss_value
+
+
+def train_one_epoch(run: Run, epoch: int) -> dict[str, float]:
+    """Optimizer steps from ``run.step`` to the end of ``epoch`` (or of the run); logs as it goes.
+
+    Returns ``{"train_loss", "seconds", "images"}`` for the steps it ran.
+    """
+    args, start = run.args, epoch * run.steps_per_epoch
+    end = min(start + run.steps_per_epoch, run.total_steps)
+    run.loader.set_epoch(epoch)
+    bar = tqdm(total=end - start, initial=run.step - start, leave=True, desc=f"epoch {epoch + 1}/{args.epochs}",
+               disable=run.rank != 0 or not args.progress, dynamic_ncols=True)
+    seen, tick, losses = 0, time.perf_counter(), []
+    run.train_model.train()
+    while run.step < end:
+        batches = micro_batches(run, run.step - start)
+        try:
+            loss = train_step(run.train_model, run.optimizer, run.schedule, batches, autocast=run.autocast,
+                              scaler=run.scaler, clip_grad=args.clip_grad)
+        except NonFiniteLossError as exc:
+            bar.close()
+            raise NonFiniteLossError(
+                f"{exc} at optimizer step {run.step + 1} (epoch {epoch + 1}). Likely causes: a learning rate "
+                f"too high for this batch (lower --blr, lengthen --warmup-epochs, add --clip-grad 1.0), fp16 "
+                f"overflow (use --amp bf16 or none), or inputs that are not normalised. The last good "
+                f"checkpoint, {run.ckpt_path}, is intact: fix and --resume.") from None
+        run.step += 1
+        losses.append(loss)
+        seen += sum(imgs.shape[0] for imgs, _ in batches) * run.world
+        rate = seen / max(1e-9, time.perf_counter() - tick)
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss:.4f}", lr=f"{run.schedule.lr:.2e}", img_s=f"{rate:.0f}")
+        if run.step % args.log_every_steps == 0:
+            log_metrics(run, {"kind": "train", "step": run.step, "epoch": epoch + 1, "loss": loss,
+                              "lr": run.schedule.lr, "img_per_s": rate})
+        if run.step % args.ckpt_every_steps == 0 and run.step < end:
+            save_state(run)
+    bar.close()
+    return {"train_loss": float(np.mean(losses or [np.nan])), "seconds": time.perf_counter() - tick, "images": seen}
+
+
+def end_of_epoch(run: Run, epoch: int, stats: dict[str, float]) -> None:
+    """Test loss, the reconstruction figure, the metrics row, the checkpoint and the loss curve."""
+    model, cfg = run.model, run.model.config
+    test_loss = float("nan")
+    if run.rank == 0:
         model.eval()
-        test_loss = evaluate_loss(model, test_data, cfg, device) if rank == 0 else float("nan")
-        if rank == 0:
-            fig = reconstruction_figure(model, fig_imgs, test_data.mean, test_data.std, fig_noise,
-                                        title=f"test images, epoch {epoch + 1}, step {step}")
-            fig.savefig(out / f"recon_epoch{epoch + 1:03d}.png", dpi=110)
-            plt.close(fig)
+        test_loss = evaluate_loss(model, run.test_data, cfg, run.device)
+        fig = reconstruction_figure(model, run.fig_imgs, run.test_data.mean, run.test_data.std, run.fig_noise,
+                                    title=f"test images, epoch {epoch + 1}, step {run.step}")
+        fig.savefig(run.out / f"recon_epoch{epoch + 1:03d}.png", dpi=110)
+        plt.close(fig)
         model.train()
-        log({"kind": "epoch", "step": step, "epoch": epoch + 1, "train_loss": float(np.mean(epoch_losses or [np.nan])),
-             "test_loss": test_loss, "seconds": seconds, "img_per_s": seen / max(1e-9, seconds)})
-        save(step)
-        if rank == 0:
-            fig = loss_curve_figure(metrics_path, title=f"MAE pretraining: {cfg.model_name}")
-            fig.savefig(out / "loss_curve.png", dpi=110)
-            plt.close(fig)
-    if rank == 0:
-        model.save_checkpoint(out / "model.pt", step=step, args=dataclasses.asdict(args))
-    if world > 1:
-        dist.barrier()
-    return out
+    log_metrics(run, {"kind": "epoch", "step": run.step, "epoch": epoch + 1, "train_loss": stats["train_loss"],
+                      "test_loss": test_loss, "seconds": stats["seconds"],
+                      "img_per_s": stats["images"] / max(1e-9, stats["seconds"])})
+    save_state(run)
+    if run.rank == 0:
+        fig = loss_curve_figure(run.metrics_path, title=f"MAE pretraining: {cfg.model_name}")
+        fig.savefig(run.out / "loss_curve.png", dpi=110)
+        plt.close(fig)
+
+
+def save_state(run: Run) -> None:
+    """Atomically write ``checkpoint.pt``: everything :func:`setup_run` needs to resume exactly."""
+    if run.rank != 0:
+        return
+    atomic_save({"model": run.model.state_dict(), "optimizer": run.optimizer.state_dict(),
+                 "scheduler": run.schedule.state_dict(), "scaler": run.scaler.state_dict() if run.scaler else {},
+                 "rng": rng_state(), "step": run.step, "epoch": run.step // max(1, run.steps_per_epoch),
+                 "config": run.model.config.to_dict(), "args": dataclasses.asdict(run.args)}, run.ckpt_path)
+
+
+def log_metrics(run: Run, row: dict[str, Any]) -> None:
+    """Append one JSON row to ``metrics.jsonl`` (rank 0 only)."""
+    if run.rank == 0:
+        with open(run.metrics_path, "a", encoding="utf-8") as handle:
+            handle.write(json.dumps(row) + "\n")
 
 
 def _truncate_metrics(path: Path, step: int) -> None:
@@ -292,32 +383,32 @@ def _truncate_metrics(path: Path, step: int) -> None:
 
 
 # -------------------------------------------------------------------------------------- CLI
-def parse_args(argv: list[str] | None = None) -> PretrainArgs:
-    """Command-line flags mirror :class:`PretrainArgs` (``--batch-size``, ``--set key=value``)."""
+def build_parser(recipe: dict[str, Any] | None = None) -> argparse.ArgumentParser:
+    """The command line of ``python -m mae_lesson.pretrain``: a flag per :class:`PretrainArgs` field."""
     parser = argparse.ArgumentParser(prog="python -m mae_lesson.pretrain", description=__doc__.split("\n")[0])
-    defaults = PretrainArgs()
-    for f in dataclasses.fields(PretrainArgs):
-        if f.name == "overrides":
-            continue
-        flag = "--" + f.name.replace("_", "-")
-        default = getattr(defaults, f.name)
-        if isinstance(default, bool):
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default)
-        else:
-            kind = {"max_steps": int, "schedule_steps": int, "lr": float, "clip_grad": float, "train_images": int}.get(f.name, type(default))
-            parser.add_argument(flag, type=kind, default=default)
+    parser.add_argument("--recipe", default=DEFAULT_RECIPE, metavar="NAME_OR_YAML",
+                        help="training recipe whose values are the defaults of the flags below "
+                             "(bundled: pretrain_cpu) (default: %(default)s)")
+    add_dataclass_flags(parser, PretrainArgs, defaults=recipe, skip=("overrides",))
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="change a model config key, e.g. --set mask_ratio=0.5 --set norm_pix_loss=true")
     parser.add_argument("--quick", action="store_true", help="a few-minute run: 1 epoch capped at 150 steps")
-    ns = parser.parse_args(argv)
-    overrides = {}
-    import yaml
+    return parser
 
+
+def parse_args(argv: list[str] | None = None) -> PretrainArgs:
+    """Command-line flags mirror :class:`PretrainArgs` (``--batch-size``, ``--set key=value``)."""
+    recipe_parser = argparse.ArgumentParser(add_help=False)
+    recipe_parser.add_argument("--recipe", default=DEFAULT_RECIPE)
+    recipe_name = recipe_parser.parse_known_args(argv)[0].recipe
+    recipe = load_recipe(recipe_name)
+    check_recipe(PretrainArgs, recipe, recipe_name)
+    ns = build_parser(recipe).parse_args(argv)
+    overrides = {}
     for item in ns.set:
         key, _, value = item.partition("=")
         overrides[key] = yaml.safe_load(value)
-    values = {k: v for k, v in vars(ns).items() if k not in ("set", "quick")}
-    args = PretrainArgs(**values, overrides=overrides)
+    args = PretrainArgs(**dataclass_values(PretrainArgs, ns), overrides=overrides)
     if ns.quick:
         args = dataclasses.replace(args, epochs=1, max_steps=args.max_steps or 150, warmup_epochs=0.2)
     return args

@@ -14,6 +14,8 @@ from typing import Any
 import matplotlib.pyplot as plt
 import torch
 
+from .cli import add_dataclass_flags, check_recipe, dataclass_values
+from .config import load_recipe
 from .data import ImageData, load_dataset
 from .evaluate import evaluate_loss, extract_features, knn_classify, linear_probe, pixel_features, summarize
 from .finetune import FinetuneArgs, finetune
@@ -109,41 +111,48 @@ def results_table(checkpoint: str | Path, out: str | Path, seeds: list[int], fin
     return table
 
 
-# The README results table's fine-tuning recipe ("Choosing the fine-tuning recipe"), the command line's
-# defaults: `python -m mae_lesson.finetune --mode table` alone reproduces the README's table. FinetuneArgs
-# keeps the drop path and crops of the official recipe, which the notebooks and the ablation sweep use.
-TABLE_RECIPE = {"epochs": 10, "blr": 2e-3, "warmup_epochs": 0.3, "crop_scale": 1.0, "drop_path": 0.0,
-                "eval_every_epoch": True}
+TABLE_RECIPE = "finetune_table"
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The command line of ``python -m mae_lesson.finetune``; its defaults are the README table's recipe."""
+def build_parser(recipe: dict[str, Any] | None = None) -> argparse.ArgumentParser:
+    """The command line of ``python -m mae_lesson.finetune``; its defaults are the ``finetune_table`` recipe."""
     parser = argparse.ArgumentParser(prog="python -m mae_lesson.finetune", description=__doc__.split("\n")[0])
+    parser.add_argument("--recipe", default=TABLE_RECIPE, metavar="NAME_OR_YAML",
+                        help="fine-tuning recipe whose values are the defaults of the flags below "
+                             "(bundled: finetune_table, finetune_short) (default: %(default)s)")
     parser.add_argument("--checkpoint", default=str(pretrained_path()),
-                        help="an MAE checkpoint with its config (default: the shipped default checkpoint)")
-    parser.add_argument("--out", default="runs/eval")
-    parser.add_argument("--mode", choices=["table", "probe", "finetune", "scratch"], default="table")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--probe-epochs", type=int, default=30)
+                        help="an MAE checkpoint with its config (default: the shipped default, %(default)s)")
+    parser.add_argument("--out", default="runs/eval", help="folder for the results (default: %(default)s)")
+    parser.add_argument("--mode", choices=["table", "probe", "finetune", "scratch"], default="table",
+                        help="table: the README's results table; probe: linear probe and kNN on frozen features; "
+                             "finetune / scratch: fine-tune the checkpoint / the same ViT from random weights "
+                             "(default: %(default)s)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2],
+                        help="one fine-tune per seed (default: %(default)s)")
+    parser.add_argument("--probe-epochs", type=int, default=30,
+                        help="epochs of the linear probe on cached features (default: %(default)s)")
     parser.add_argument("--pool", choices=["cls", "mean", "both"], nargs="+", default=["cls"],
                         help="features for --mode probe, one or more: the cls token (the paper's probe), the mean of "
-                             "the patch tokens, or both concatenated")
-    parser.add_argument("--data-root", default="data")
-    for field, default in asdict(FinetuneArgs()).items():
-        if field in ("seed",):
-            continue
-        default = TABLE_RECIPE.get(field, default)
-        flag = "--" + field.replace("_", "-")
-        if isinstance(default, bool):
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default)
-        else:
-            parser.add_argument(flag, type=int if field == "max_steps" else type(default), default=default)
+                             "the patch tokens, or both concatenated (default: %(default)s)")
+    parser.add_argument("--data-root", default="data", help="folder that holds the datasets (default: %(default)s)")
+    add_dataclass_flags(parser, FinetuneArgs, defaults=load_recipe(TABLE_RECIPE) if recipe is None else recipe,
+                        skip=("seed",))
     return parser
 
 
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Parse the command line, with the defaults of the recipe it names (``--recipe``)."""
+    recipe_parser = argparse.ArgumentParser(add_help=False)
+    recipe_parser.add_argument("--recipe", default=TABLE_RECIPE)
+    recipe_name = recipe_parser.parse_known_args(argv)[0].recipe
+    recipe = load_recipe(recipe_name)
+    check_recipe(FinetuneArgs, recipe, recipe_name)
+    return build_parser(recipe).parse_args(argv)
+
+
 def main(argv: list[str] | None = None) -> None:
-    ns = build_parser().parse_args(argv)
-    ft_args = FinetuneArgs(**{k: getattr(ns, k) for k in asdict(FinetuneArgs()) if k != "seed"})
+    ns = parse_args(argv)
+    ft_args = FinetuneArgs(**dataclass_values(FinetuneArgs, ns))
     if ns.mode == "table":
         print(results_table(ns.checkpoint, ns.out, ns.seeds, ft_args, ns.data_root, ns.probe_epochs))
         return

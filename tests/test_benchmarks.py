@@ -14,7 +14,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from common import forward_flops, train_step_flops  # noqa: E402
+from mae_lesson.flops import forward_flops_by_part, train_step_flops  # noqa: E402
 
 from mae_lesson import MAE, Config  # noqa: E402
 
@@ -34,7 +34,7 @@ def test_analytic_flops_match_pytorchs_counter(name):
     counter = FlopCounterMode(display=False)
     with counter, torch.no_grad():
         model(imgs, noise=noise)
-    ours = sum(forward_flops(cfg, 2).values())
+    ours = sum(forward_flops_by_part(cfg, 2).values())
     assert counter.get_total_flops() == ours
     assert train_step_flops(cfg, 2) == 3 * ours
 

@@ -1,0 +1,64 @@
+"""Command lines from dataclasses: one flag per field, with its help text, default and unit.
+
+``PretrainArgs`` and ``FinetuneArgs`` describe a run; their command lines are generated here, so
+a new field is a new flag with no second list to keep in step.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import types
+import typing
+from typing import Any, Iterable, Mapping
+
+
+def arg_field(default: Any, help: str, **metadata: Any) -> Any:
+    """A dataclass field whose command-line flag gets ``help`` (and ``metavar=...`` if given)."""
+    return dataclasses.field(default=default, metadata={"help": help, **metadata})
+
+
+def _flag_type(annotation: Any) -> Any:
+    """``int | None`` -> ``int``; plain types pass through."""
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        members = [a for a in typing.get_args(annotation) if a is not type(None)]
+        if len(members) == 1:
+            return members[0]
+    return annotation
+
+
+def add_dataclass_flags(parser: argparse.ArgumentParser, cls: type, defaults: Mapping[str, Any] | None = None,
+                        skip: Iterable[str] = ()) -> None:
+    """Add ``--field-name`` for every field of the dataclass ``cls``.
+
+    Booleans become ``--name/--no-name``; ``defaults`` replaces the dataclass defaults (a recipe);
+    the help text is the field's ``metadata["help"]`` followed by its default.
+    """
+    hints = typing.get_type_hints(cls)
+    defaults = {**{f.name: f.default for f in dataclasses.fields(cls)
+                   if f.default is not dataclasses.MISSING}, **(defaults or {})}
+    skipped = set(skip)
+    for f in dataclasses.fields(cls):
+        if f.name in skipped or f.name not in defaults:
+            continue
+        flag, default = "--" + f.name.replace("_", "-"), defaults[f.name]
+        text = f"{f.metadata.get('help', '')} (default: %(default)s)".strip()
+        if _flag_type(hints[f.name]) is bool:
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, help=text)
+        else:
+            parser.add_argument(flag, type=_flag_type(hints[f.name]), default=default, help=text,
+                                metavar=f.metadata.get("metavar"))
+
+
+def dataclass_values(cls: type, namespace: argparse.Namespace) -> dict[str, Any]:
+    """The parsed values of ``cls``'s fields (those the parser defines)."""
+    return {f.name: getattr(namespace, f.name) for f in dataclasses.fields(cls) if hasattr(namespace, f.name)}
+
+
+def check_recipe(cls: type, recipe: Mapping[str, Any], source: str) -> None:
+    """Refuse a recipe that names a field ``cls`` does not have (a typo would otherwise be ignored)."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(recipe) - names)
+    if unknown:
+        raise ValueError(f"recipe {source} sets {', '.join(unknown)}, which {cls.__name__} does not have; "
+                         f"valid names: {', '.join(sorted(names))}")

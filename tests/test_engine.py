@@ -1,0 +1,223 @@
+"""The engine's pieces: the training step, the mask's one owner, the encoder path, recipes, flags, FLOPs."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import re
+from pathlib import Path
+
+import pytest
+import torch
+
+from mae_lesson import MAE, Config
+from mae_lesson.classifier import ViTClassifier
+from mae_lesson.cli import check_recipe
+from mae_lesson.config import load_recipe, recipe_names
+from mae_lesson.finetune import FinetuneArgs
+from mae_lesson.optim import WarmupCosine, param_groups
+from mae_lesson.pretrain import NonFiniteLossError, PretrainArgs, build_parser, parse_args, train_step
+from mae_lesson.results import parse_args as finetune_parse_args
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = {"img_size": 16, "patch_size": 4, "in_chans": 1, "embed_dim": 16, "encoder_depth": 2, "encoder_num_heads": 2,
+        "decoder_embed_dim": 16, "decoder_depth": 1, "decoder_num_heads": 2, "norm_pix_loss": False}
+
+
+def tiny_training(seed: int = 0):
+    torch.manual_seed(seed)
+    model = MAE(TINY)
+    optimizer = torch.optim.AdamW(param_groups(model, 0.05), lr=1e-3, betas=(0.9, 0.95))
+    return model, optimizer, WarmupCosine(optimizer, 1e-3, total_steps=10, warmup_steps=2)
+
+
+def micro_batches(step: int, count: int = 2, batch: int = 4) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    gen = torch.Generator().manual_seed(100 + step)
+    return [(torch.randn(batch, 1, 16, 16, generator=gen), torch.rand(batch, 16, generator=gen)) for _ in range(count)]
+
+
+# ------------------------------------------------------------------------------ training step
+def test_train_step_is_the_plain_loop_with_gradient_accumulation():
+    """Two micro-batches per step: loss / 2 each, one update, zero the grads, advance the schedule."""
+    model, optimizer, schedule = tiny_training()
+    plain, plain_opt, plain_schedule = copy.deepcopy((model, optimizer, schedule))
+    plain_schedule.optimizer = plain_opt
+    for step in range(3):
+        batches = micro_batches(step)
+        engine_loss = train_step(model, optimizer, schedule, batches)
+        plain_loss = 0.0
+        for imgs, noise in batches:
+            loss = plain(imgs, noise=noise)["loss"] / len(batches)
+            loss.backward()
+            plain_loss += loss.item()
+        plain_opt.step()
+        plain_opt.zero_grad(set_to_none=True)
+        plain_schedule.step()
+        assert engine_loss == pytest.approx(plain_loss, abs=0, rel=1e-12)
+    for (name, a), b in zip(model.state_dict().items(), plain.state_dict().values()):
+        assert torch.equal(a, b), name
+    assert schedule.lr == plain_schedule.lr and all(p.grad is None for p in model.parameters())
+
+
+def test_train_step_refuses_a_nan_loss_before_touching_the_weights():
+    model, optimizer, schedule = tiny_training()
+    before = copy.deepcopy(model.state_dict())
+    imgs, noise = micro_batches(0, count=1)[0]
+    with pytest.raises(NonFiniteLossError, match="nan"):
+        train_step(model, optimizer, schedule, [(imgs * float("nan"), noise)])
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, before[key]), key
+    assert schedule.lr == 0 and all(p.grad is None for p in model.parameters())
+
+
+def test_train_step_clips_the_gradient_norm():
+    model, optimizer, schedule = tiny_training()
+    clipped = {}
+    original = torch.nn.utils.clip_grad_norm_
+
+    def spy(params, max_norm):
+        clipped["norm"] = float(original(params, max_norm))
+        clipped["after"] = float(torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None]).norm())
+        return clipped["norm"]
+
+    torch.nn.utils.clip_grad_norm_, saved = spy, torch.nn.utils.clip_grad_norm_
+    try:
+        train_step(model, optimizer, schedule, micro_batches(0), clip_grad=1e-3)
+    finally:
+        torch.nn.utils.clip_grad_norm_ = saved
+    assert clipped["norm"] > 1e-3 and clipped["after"] == pytest.approx(1e-3, rel=1e-3)
+
+
+def test_the_training_step_fits_on_one_screen():
+    source = (ROOT / "mae_lesson" / "pretrain.py").read_text()
+    body = re.search(r"\ndef train_step\(.*?(?=\n\n\ndef )", source, re.S).group(0)
+    assert len(body.strip().splitlines()) <= 40
+
+
+# ------------------------------------------------------------------------------ the mask's owner
+def test_mask_noise_is_seeded_and_matches_the_forward_pass():
+    model = MAE({**TINY, "mask_type": "block", "mask_ratio": 0.5})
+    first = model.mask_noise(3, generator=torch.Generator().manual_seed(7))
+    assert torch.equal(first, model.mask_noise(3, generator=torch.Generator().manual_seed(7)))
+    imgs = torch.randn(3, 1, 16, 16)
+    torch.manual_seed(1)
+    drawn = model(imgs)
+    torch.manual_seed(1)
+    given = model(imgs, noise=model.mask_noise(3))
+    assert torch.equal(drawn["mask"], given["mask"]) and torch.equal(drawn["loss"], given["loss"])
+
+
+def test_forward_leaves_no_state_on_the_module():
+    model = MAE({**TINY, "mask_type": "block", "mask_ratio": 0.5})
+    before = set(vars(model))
+    model(torch.randn(2, 1, 16, 16))
+    model(torch.randn(2, 1, 24, 16))  # another grid: its masks come from its own grid
+    assert set(vars(model)) == before
+
+
+def test_other_grids_need_their_grid_said_out_loud():
+    model = MAE(TINY)
+    tokens = torch.randn(2, 24, 16)  # a 6x4 grid, not the configured 4x4
+    with pytest.raises(ValueError, match="mask_noise"):
+        model.random_masking(tokens, 0.75)
+    noise = model.mask_noise(2, grid_hw=(6, 4))
+    latent, mask, ids_restore = model.random_masking(tokens, 0.75, noise)
+    assert latent.shape == (2, 6, 16) and mask.shape == (2, 24)
+    with pytest.raises(ValueError, match="grid_hw"):
+        model.forward_decoder(torch.randn(2, 7, 16), ids_restore)  # no square guess for 24 patches
+    assert model.forward_decoder(torch.randn(2, 7, 16), ids_restore, (6, 4)).shape == (2, 24, 16)
+
+
+def test_a_subclass_that_overrides_random_masking_owns_its_masks():
+    calls = []
+
+    class KeepFirst(MAE):
+        def random_masking(self, x, mask_ratio):  # the guide's two-argument override
+            calls.append(mask_ratio)
+            noise = torch.arange(x.shape[1], dtype=torch.float32).expand(x.shape[0], -1)
+            return super().random_masking(x, mask_ratio, noise)
+
+    out = KeepFirst(TINY)(torch.randn(2, 1, 16, 16))
+    assert calls == [0.75] and out["mask"][0].tolist() == [0.0] * 4 + [1.0] * 12
+
+
+# ------------------------------------------------------------------------------ one encoder path
+def test_the_classifier_is_built_without_a_decoder(monkeypatch):
+    def no_mae(*args, **kwargs):
+        raise AssertionError("ViTClassifier built an MAE")
+
+    monkeypatch.setattr(MAE, "__init__", no_mae)
+    classifier = ViTClassifier(Config(TINY), num_classes=3)
+    assert not any("decoder" in name or "mask_token" in name for name in classifier.state_dict())
+    torch.testing.assert_close(classifier.pos_embed[0, 0], torch.zeros(16))  # the sin-cos table's cls row
+
+
+def test_one_definition_each_of_the_shared_pieces():
+    sources = {p: p.read_text() for p in [*(ROOT / "mae_lesson").rglob("*.py"), *(ROOT / "benchmarks").glob("*.py"),
+                                          *(ROOT / "experiments").glob("*.py")]}
+
+    def defined(pattern: str) -> list[str]:
+        return [str(p.relative_to(ROOT)) for p, text in sources.items() if re.search(pattern, text, re.M)]
+
+    assert defined(r"^MASK_TYPES\s*=") == ["mae_lesson/masking.py"]
+    assert defined(r"^FLOP_FORMULA\s*=") == ["mae_lesson/flops.py"]
+    assert defined(r"^def add_dataclass_flags\(") == ["mae_lesson/cli.py"]
+    assert defined(r"^def patch_tokens\(") == ["mae_lesson/patch_embed.py"]
+    # Exercise modules rebuild the path by hand on purpose (the learner's version is checked against it).
+    by_hand = [p for p in defined(r"patch_embed\(imgs\)") if not p.startswith("mae_lesson/exercises/")]
+    assert by_hand == ["mae_lesson/patch_embed.py"]
+    assert not defined(r"self\._grid_hw")
+
+
+# ------------------------------------------------------------------------------ recipes
+def test_the_pretraining_recipe_is_the_shipped_checkpoints_recipe():
+    recipe = load_recipe("pretrain_cpu")
+    same_keys = [k for k in recipe if k not in ("epochs", "config")]
+    architecture = {k: v for k, v in Config.from_file(recipe["config"]).items() if k not in ("model_name", "description")}
+    for name in ("mae_fashion_mnist_p7", "mae_fashion_mnist_p7_e150"):
+        shipped = json.loads((ROOT / "data" / f"{name}_run" / "args.json").read_text())
+        assert {k: shipped[k] for k in same_keys} == {k: recipe[k] for k in same_keys}, name
+        built = Config.from_file(shipped["config"]).replace(**shipped["overrides"])
+        assert {k: v for k, v in built.items() if k not in ("model_name", "description")} == architecture, name
+    assert recipe["epochs"] == 50 == json.loads((ROOT / "data" / "mae_fashion_mnist_p7_run" / "args.json").read_text())["epochs"]
+    defaults = dataclasses.asdict(PretrainArgs())
+    assert {k: defaults[k] for k in recipe} == recipe
+    assert dataclasses.asdict(parse_args([])) == defaults
+    main_job = (ROOT / "scripts" / "main.sh").read_text()
+    assert "--recipe pretrain_cpu" in main_job and "--blr" not in main_job
+
+
+def test_the_finetuning_recipes_are_the_defaults_of_the_table_and_of_finetune_args():
+    table = load_recipe("finetune_table")
+    committed = json.loads((ROOT / "docs" / "results" / "results.json").read_text())["finetune_args"]
+    assert {k: committed[k] for k in table} == table
+    ns = finetune_parse_args([])
+    assert {k: getattr(ns, k) for k in table} == table
+    short = load_recipe("finetune_short")
+    assert {k: getattr(FinetuneArgs(), k) for k in short} == short
+    ns = finetune_parse_args(["--recipe", "finetune_short", "--epochs", "2"])
+    assert ns.epochs == 2 and ns.drop_path == short["drop_path"]
+    assert set(recipe_names()) >= {"pretrain_cpu", "finetune_table", "finetune_short"}
+
+
+def test_a_recipe_with_an_unknown_name_is_refused(tmp_path):
+    path = tmp_path / "typo.yaml"
+    path.write_text("epochs: 3\nwarmup_epoch: 1\n")
+    with pytest.raises(ValueError, match="warmup_epoch"):
+        check_recipe(PretrainArgs, load_recipe(path), str(path))
+    with pytest.raises(ValueError, match="warmup_epoch"):
+        parse_args(["--recipe", str(path)])
+    with pytest.raises(FileNotFoundError, match="pretrain_cpu"):
+        load_recipe("no_such_recipe")
+    path.write_text("epochs: 3\nblr: 0.5\n")
+    assert parse_args(["--recipe", str(path)]).blr == 0.5
+
+
+def test_every_flag_has_help_with_its_default():
+    text = build_parser().format_help()
+    for f in dataclasses.fields(PretrainArgs):
+        if f.name != "overrides":
+            flag = "--" + f.name.replace("_", "-")
+            block = text.split("\n  " + flag, 1)[1].split("\n  --", 1)[0]
+            assert "default" in block and len(block) > 30, flag
