@@ -27,7 +27,7 @@ from mae_lesson import MAE, Config  # noqa: E402
 from mae_lesson.flops import FLOP_FORMULA, encoder_flops, train_step_flops  # noqa: E402,F401 - the scripts import them from here
 
 # ----------------------------------------------------------------------------- configs
-# name -> (config, batch). The full sizes are the issue's; --quick shrinks both.
+# name -> (config, batch): the measured sizes; --quick shrinks both.
 FULL_CONFIGS: dict[str, tuple[Config, int]] = {
     "fashion_mnist_tiny": (Config.from_file("fashion_mnist_tiny"), 256),
     "vit_b16": (Config.from_file("mae_base"), 8),

@@ -50,9 +50,9 @@ def test_cpu_benchmark_quick_writes_report(tmp_path):
     assert results["configs"]["fashion_mnist_tiny"]["hf_parity_abs_loss_diff"] < 1e-5
     assert results["matmul_peak_flops"] > 0 and results["loader"]["vs_model_paired"] > 0
     assert {m["config"] for m in results["mask_tokens"]} == {"fashion_mnist_tiny", "vit_b16"}
-    assert {t["config"] for t in results["targets"]} == {"fashion_mnist_tiny", "vit_b16"}
+    assert {t["config"] for t in results["key_ratios"]} == {"fashion_mnist_tiny", "vit_b16"}
     text = (tmp_path / "results_cpu.md").read_text()
-    assert "## Targets (issue 5)" in text and "FLOP count:" in text
+    assert "## Key ratios" in text and "FLOP count:" in text
     # --update reruns one configuration and keeps the other's figures.
     subprocess.run(cmd + ["--update", "--configs", "fashion_mnist_tiny", "--rounds", "2"], check=True, env=ENV,
                    timeout=600, capture_output=True, cwd=ROOT)

@@ -32,7 +32,7 @@ def test_the_default_checkpoint_is_the_default_cpu_config_trained():
 @pytest.mark.parametrize("name", available_pretrained())
 def test_every_shipped_checkpoint_loads_as_documented(name):
     path = DATA_DIR / f"{name}.pt"
-    assert path.stat().st_size <= 20 * 2**20  # the limit for a committed checkpoint
+    assert path.stat().st_size <= 20 * 2**20  # small enough to commit and clone quickly
     raw = safe_load(path)  # weights_only=True, like every checkpoint
     assert "optimizer" not in raw and all(v.dtype == torch.float16 for v in raw["model"].values() if v.is_floating_point())
     model = load_pretrained(name)
