@@ -1,7 +1,7 @@
 """mae_lesson: Masked Autoencoders (He et al., CVPR 2022), built one concept per module.
 
-Lesson order: patch_embed, pos_embed, masking, transformer, loss, model, config, checkpoint,
-interop (Hugging Face), data, engine, pretrain, finetune.
+Lesson order: patch_embed, pos_embed, masking, transformer, model, loss, pretrain (with data,
+optim, checkpoint), evaluate, classifier and finetune, interop. docs/architecture.md maps them.
 """
 
 from .config import Config, bundled_config_names
