@@ -16,27 +16,12 @@ from mae_lesson import Config, MAE
 from mae_lesson.exercises import ExerciseError
 from mae_lesson.exercises.further import check_forward_flops, forward_flops
 from mae_lesson.exercises.loss import check_mae_loss, check_normalize_patches
-from mae_lesson.exercises.training import check_lr_schedule, check_scaled_lr
+from mae_lesson.exercises import assembly, training
+from mae_lesson.exercises.assembly import check_mae_forward
+from mae_lesson.exercises.training import check_lr_schedule, check_scaled_lr, check_train_one_epoch, check_train_step
+from mae_lesson.masking import masking_noise
 
-
-def rejects(checker, fn, *phrases: str) -> str:
-    """Assert ``checker(fn)`` raises ExerciseError whose message has expected/got and every phrase."""
-    with pytest.raises(ExerciseError) as info:
-        checker(fn)
-    message = str(info.value)
-    assert "expected" in message and "got" in message, message
-    for phrase in phrases:
-        assert phrase in message, f"{phrase!r} not in: {message}"
-    return message
-
-
-def accepts(checker, fn, capsys) -> None:
-    assert checker(fn) is True
-    assert capsys.readouterr().out.startswith("Correct: ")
-
-
-def raising(*args):
-    raise NotImplementedError("your code")
+from conftest import accepts, not_attempted, official_loss, official_random_masking, raising, rejects
 
 
 # ----------------------------------------------------------------------------------- 05 loss
@@ -86,8 +71,13 @@ def test_normalize_patches_rejects_per_channel_stats():
 
 def test_normalize_patches_rejects_wrong_shape_and_crash():
     rejects(check_normalize_patches, lambda t: normalize_ok(t)[..., :-1], "shape")
-    with pytest.raises(ExerciseError, match="raised NotImplementedError"):
-        check_normalize_patches(raising)
+    with pytest.raises(ExerciseError, match="raised IndexError"):
+        check_normalize_patches(lambda t: t.mean(dim=3))
+
+
+def test_normalize_patches_reports_the_stub_as_not_attempted(capsys):
+    not_attempted(check_normalize_patches, raising, capsys, "normalize_patches")
+    not_attempted(check_normalize_patches, lambda t: None, capsys, "normalize_patches")
 
 
 def test_mae_loss_accepts_reference(capsys):
@@ -148,9 +138,11 @@ def test_mae_loss_rejects_mistakes(change, phrases):
     rejects(check_mae_loss, _loss_variant(change), *phrases)
 
 
-def test_mae_loss_rejects_crash_and_non_tensor():
-    with pytest.raises(ExerciseError, match="raised NotImplementedError"):
-        check_mae_loss(raising)
+def test_mae_loss_rejects_crash_and_non_tensor(capsys):
+    not_attempted(check_mae_loss, raising, capsys, "mae_loss")
+    not_attempted(check_mae_loss, lambda *a: ..., capsys, "mae_loss")
+    with pytest.raises(ExerciseError, match="raised ZeroDivisionError"):
+        check_mae_loss(lambda *a: 1 / 0)
     rejects(check_mae_loss, lambda *a: 0.5, "scalar torch.Tensor", "float")
 
 
@@ -162,6 +154,82 @@ def test_mae_loss_checker_reference_is_the_models_forward_loss():
     imgs = torch.randn(2, 3, 8, 8)
     out = model(imgs)
     torch.testing.assert_close(out["loss"], loss_ok(model.patchify(imgs), out["pred"], out["mask"], True))
+
+
+# ------------------------------------------------------------------------ 05 put it together
+def official_forward(model, imgs, noise):
+    """The official forward_encoder / forward_decoder / forward_loss, inline, on the model's parameters."""
+    x = model.patch_embed(imgs) + model.pos_embed[:, 1:, :]
+    x_masked, mask, ids_restore = official_random_masking(x, model.mask_ratio, noise)
+    cls = (model.cls_token + model.pos_embed[:, :1, :]).expand(x.shape[0], -1, -1)
+    x = torch.cat([cls, x_masked], dim=1)
+    for blk in model.blocks:
+        x = blk(x)
+    x = model.decoder_embed(model.norm(x))
+    tokens = torch.cat([x[:, 1:, :], model.mask_token.repeat(x.shape[0], ids_restore.shape[1] + 1 - x.shape[1], 1)], dim=1)
+    tokens = torch.gather(tokens, 1, ids_restore.unsqueeze(-1).repeat(1, 1, x.shape[2]))
+    x = torch.cat([x[:, :1, :], tokens], dim=1) + model.decoder_pos_embed
+    for blk in model.decoder_blocks:
+        x = blk(x)
+    pred = model.decoder_pred(model.decoder_norm(x))[:, 1:, :]
+    return official_loss(imgs, pred, mask, model.patch_size, model.norm_pix_loss), pred, mask
+
+
+def test_mae_forward_accepts_the_official_forward(capsys):
+    accepts(check_mae_forward, official_forward, capsys)
+    accepts(check_mae_forward, lambda m, i, n: (lambda out: (out["loss"], out["pred"], out["mask"]))(
+        {"loss": official_forward(m, i, n)[0], "pred": official_forward(m, i, n)[1], "mask": official_forward(m, i, n)[2]}),
+        capsys)
+
+
+def test_mae_forward_reference_pieces_equal_the_package(tiny_model, tiny_images):
+    """The pieces notebook 05 imports as `earlier` compose to MAE.forward (the notebook's proof)."""
+    noise = torch.rand(2, 64, generator=torch.Generator().manual_seed(3))
+    latent, mask, ids = assembly.forward_encoder(tiny_model, tiny_images, tiny_model.mask_ratio, noise)
+    pred = assembly.forward_decoder(tiny_model, latent, ids)
+    out = tiny_model(tiny_images, noise=noise)
+    torch.testing.assert_close(pred, out["pred"])
+    torch.testing.assert_close(assembly.mae_loss(assembly.patchify(tiny_images, 4), pred, mask, True), out["loss"])
+
+
+def _forward_variant(change):
+    def fn(model, imgs, noise):
+        ratio = 0.75 if change == "fixed_ratio" else model.mask_ratio
+        latent, mask, ids = assembly.forward_encoder(model, imgs, ratio, noise)
+        pred = assembly.forward_decoder(model, latent, ids)
+        norm = (not model.norm_pix_loss) if change == "norm_flipped" else model.norm_pix_loss
+        loss = assembly.mae_loss(assembly.patchify(imgs, model.patch_size), pred, mask, norm)
+        if change == "order":
+            return pred, loss, mask
+        if change == "dict":
+            return {"loss": loss, "pred": pred, "mask": mask}
+        if change == "inverted_mask":
+            return loss, pred, 1 - mask
+        if change == "pred_off":
+            return loss, pred * 1.01, mask
+        return loss, pred, mask
+    return fn
+
+
+@pytest.mark.parametrize("change, phrases", [
+    ("fixed_ratio", ["model.mask_ratio = 0.6", "not a fixed 0.75"]),
+    ("norm_flipped", ["model.norm_pix_loss = True"]),
+    ("order", ["in that order"]),
+    ("dict", ["a dict", "return loss, pred, mask"]),
+    ("inverted_mask", ["with 10 removed per image", "got [3, 16] with 6 removed", "mask is inverted"]),
+    ("pred_off", ["pred", "notebooks 03 and 04"]),
+])
+def test_mae_forward_rejects_mistakes(change, phrases):
+    rejects(check_mae_forward, _forward_variant(change), *phrases)
+
+
+def test_mae_forward_refuses_the_package_forward(capsys):
+    with pytest.raises(ExerciseError, match="model.forward is switched off"):
+        check_mae_forward(lambda m, i, n: (lambda o: (o["loss"], o["pred"], o["mask"]))(m(i, noise=n)))
+    with pytest.raises(ExerciseError, match="model.forward_encoder is switched off"):
+        check_mae_forward(lambda m, i, n: m.forward_encoder(i, m.mask_ratio, n))
+    not_attempted(check_mae_forward, raising, capsys, "mae_forward")
+    not_attempted(check_mae_forward, lambda m, i, n: None, capsys, "mae_forward")
 
 
 # ----------------------------------------------------------------------------- 06 training
@@ -237,9 +305,103 @@ def test_lr_schedule_rejects_mistakes(change, phrases):
     rejects(check_lr_schedule, _lr_variant(change), *phrases)
 
 
-def test_lr_schedule_rejects_crash():
-    with pytest.raises(ExerciseError, match="raised NotImplementedError"):
-        check_lr_schedule(raising)
+def test_lr_schedule_rejects_crash(capsys):
+    not_attempted(check_lr_schedule, raising, capsys, "lr_schedule")
+    not_attempted(check_scaled_lr, lambda *a: None, capsys, "scaled_lr")
+    with pytest.raises(ExerciseError, match="raised ZeroDivisionError"):
+        check_lr_schedule(lambda step, *a: 1 / step)
+
+
+def engine_step(model, optimizer, schedule, imgs, noise):
+    """The official engine's order: forward, backward, step, clear the gradients, then the schedule."""
+    optimizer.zero_grad()
+    loss = model(imgs, noise=noise)["loss"]
+    loss.backward()
+    optimizer.step()
+    schedule.step()
+    return loss.item()
+
+
+def test_train_step_accepts_the_engines_order(capsys):
+    accepts(check_train_step, engine_step, capsys)
+
+
+@pytest.mark.parametrize("change, phrases", [
+    ("no_zero_grad", ["never cleared"]),
+    ("no_optimizer_step", ["weights never change"]),
+    ("no_schedule", ["no schedule.step()"]),
+    ("schedule_first", ["schedule.step() before optimizer.step()"]),
+    ("loss_after", ["loss recomputed after the update"]),
+])
+def test_train_step_rejects_mistakes(change, phrases):
+    rejects(check_train_step, training._step_variant(change), *phrases)
+
+
+def test_train_step_rejects_other_answers(capsys):
+    rejects(check_train_step, lambda m, o, s, i, n: engine_step(m, o, s, i, torch.rand(n.shape)), "with the noise passed")
+    rejects(check_train_step, lambda m, o, s, i, n: torch.tensor(engine_step(m, o, s, i, n)), "loss.item()")
+    rejects(check_train_step, lambda m, o, s, i, n: engine_step(m, o, s, i, n) * 2, "at the first step")
+    not_attempted(check_train_step, raising, capsys, "train_step")
+
+
+def test_train_step_checker_reference_is_the_engines_step():
+    """The checker's reference step gives what mae_lesson.pretrain.train_step gives (so the notebook's proof holds)."""
+    from mae_lesson.pretrain import train_step
+
+    runs = [training._tiny_setup() for _ in range(2)]
+    for imgs, noise in training._batches():
+        mine = training.reference_train_step(*runs[0], imgs, noise)
+        theirs = train_step(*runs[1], [(imgs, noise)])
+        assert mine == pytest.approx(theirs, rel=1e-6)
+    for a, b in zip(runs[0][0].parameters(), runs[1][0].parameters()):
+        torch.testing.assert_close(a, b)
+    assert runs[0][1].param_groups[0]["lr"] == runs[1][1].param_groups[0]["lr"] > 0
+
+
+def epoch_ok(model, optimizer, schedule, loader, epoch, train_step):
+    loader.set_epoch(epoch)
+    losses = []
+    for imgs, _, seed in loader:  # iterating gives batch(0), batch(1), ...
+        gen = torch.Generator().manual_seed(seed + 1)
+        noise = masking_noise(model.config.mask_type, imgs.shape[0], model.patch_embed.grid_size, model.mask_ratio,
+                              generator=gen)
+        losses.append(train_step(model, optimizer, schedule, imgs, noise))
+    return losses
+
+
+def test_train_one_epoch_accepts_the_engines_loop(capsys):
+    accepts(check_train_one_epoch, epoch_ok, capsys)
+
+
+def _epoch_variant(change):
+    def fn(model, optimizer, schedule, loader, epoch, train_step):
+        if change != "no_set_epoch":
+            loader.set_epoch(epoch)
+        losses = []
+        for k in range(len(loader) - (change == "one_short")):
+            imgs, _, seed = loader.batch(k)
+            if change == "global_noise":
+                noise = model.mask_noise(imgs.shape[0])
+            else:
+                noise = model.mask_noise(imgs.shape[0], generator=torch.Generator().manual_seed(seed + (change != "seed_noise")))
+            losses.append(train_step(model, optimizer, schedule, imgs, noise))
+        return losses[::-1] if change == "reversed" else losses
+    return fn
+
+
+@pytest.mark.parametrize("change, phrases", [
+    ("no_set_epoch", ["epoch 0's batches", "loader.set_epoch(epoch)"]),
+    ("seed_noise", ["batch seed itself", "seed + 1"]),
+    ("global_noise", ["global random state"]),
+    ("one_short", ["expected 5 calls", "got 4"]),
+    ("reversed", ["in order"]),
+])
+def test_train_one_epoch_rejects_mistakes(change, phrases):
+    rejects(check_train_one_epoch, _epoch_variant(change), *phrases)
+
+
+def test_train_one_epoch_reports_the_stub(capsys):
+    not_attempted(check_train_one_epoch, raising, capsys, "train_one_epoch")
 
 
 # ---------------------------------------------------------------------------- 08 further
@@ -280,8 +442,11 @@ def test_forward_flops_rejects_mistakes(variant, phrases):
 def test_forward_flops_rejects_other_answers():
     rejects(check_forward_flops, lambda cfg, r: 1.5 * flops_ok(cfg, r), "ratio got/expected = 1.5000")
     rejects(check_forward_flops, lambda cfg, r: "many", "expected a number")
-    with pytest.raises(ExerciseError, match="raised NotImplementedError"):
-        check_forward_flops(raising)
+
+
+def test_forward_flops_reports_the_stub_as_not_attempted(capsys):
+    not_attempted(check_forward_flops, raising, capsys, "forward_flops")
+    not_attempted(check_forward_flops, lambda cfg, r: None, capsys, "forward_flops")
 
 
 @pytest.mark.parametrize("name", ["fashion_mnist_tiny", "mae_base", "mae_huge"])

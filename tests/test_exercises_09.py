@@ -9,14 +9,20 @@ import pytest
 from mae_lesson.exercises import ExerciseError
 from mae_lesson.exercises.ablations import accuracy_standard_error, check_standard_error, differ
 
+from conftest import accepts, not_attempted, raising, rejects
+
 
 def reference(p: float, n: int) -> float:  # written from the binomial variance p(1-p)/n
     return (p * (1 - p) / n) ** 0.5
 
 
 def test_accepts_reference(capsys):
-    assert check_standard_error(reference) is True
-    assert capsys.readouterr().out.startswith("Correct: ")
+    accepts(check_standard_error, reference, capsys)
+
+
+def test_reports_the_stub_as_not_attempted(capsys):
+    not_attempted(check_standard_error, raising, capsys, "standard_error")
+    not_attempted(check_standard_error, lambda p, n: None, capsys, "standard_error")
 
 
 @pytest.mark.parametrize("wrong, phrase", [
@@ -26,12 +32,14 @@ def test_accepts_reference(capsys):
     (lambda p, n: 100 * math.sqrt(p * (1 - p) / n), "percentage"),
     (lambda p, n: math.sqrt(p * (1 - p) / (n + 1)), "sqrt(p * (1 - p) / n)"),
     (lambda p, n: [0.01], "expected a number"),
-    (lambda p, n: 1 / 0, "ZeroDivisionError"),
 ])
 def test_rejects_mistakes(wrong, phrase):
-    with pytest.raises(ExerciseError) as info:
-        check_standard_error(wrong)
-    assert phrase in str(info.value), str(info.value)
+    rejects(check_standard_error, wrong, phrase)
+
+
+def test_rejects_a_crash():
+    with pytest.raises(ExerciseError, match="ZeroDivisionError"):
+        check_standard_error(lambda p, n: 1 / 0)
 
 
 def test_standard_error_and_differ():

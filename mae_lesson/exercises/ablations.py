@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from typing import Callable
 
-from ._feedback import ExerciseError, call_learner, passed
+from ._feedback import ExerciseError, call_learner, checker, passed
 
 
 def accuracy_standard_error(accuracy: float, n: int) -> float:
@@ -37,6 +37,7 @@ _MISTAKES: dict[str, Callable[[float, int], float]] = {
 }
 
 
+@checker("standard_error")
 def check_standard_error(fn: Callable[[float, int], float]) -> bool:
     """Check ``fn(accuracy, n) -> standard error`` on a few accuracies and test-set sizes."""
     for p, n in ((0.82, 2000), (0.5, 100), (0.91, 10_000), (0.99, 500), (0.0, 50)):

@@ -146,9 +146,14 @@ def check_mae_forward(fn: Callable[[MAE, torch.Tensor, torch.Tensor], tuple]) ->
         if not same(mask, expected["mask"], atol=0, rtol=0):
             removed = int(expected["mask"][0].sum())
             got_removed = int(mask[0].sum()) if isinstance(mask, torch.Tensor) and mask.dim() == 2 else None
-            hint = (f"the mask ratio is the model's own, model.mask_ratio = {cfg.mask_ratio} ({removed} of "
-                    f"{mask.shape[1]} patches removed), not a fixed 0.75" if got_removed not in (None, removed)
-                    else "the mask comes from random_masking with the given noise (1 = removed)")
+            length = expected["mask"].shape[1]
+            if got_removed == length - removed:
+                hint = "the mask is inverted: 1 marks a removed patch, 0 a visible one"
+            elif got_removed not in (None, removed):
+                hint = (f"the mask ratio is the model's own, model.mask_ratio = {cfg.mask_ratio} ({removed} of "
+                        f"{length} patches removed), not a fixed 0.75")
+            else:
+                hint = "the mask comes from random_masking with the given noise (1 = removed)"
             raise ExerciseError(f"{where}: expected mask {list(expected['mask'].shape)} with {removed} removed per "
                                 f"image, got {shapes[2]}" + (f" with {got_removed} removed" if got_removed is not None
                                                               else "") + f". Hint: {hint}")

@@ -20,7 +20,7 @@ from typing import Any, Callable, Mapping
 
 from ..config import Config
 from ..masking import num_kept
-from ._feedback import ExerciseError, passed
+from ._feedback import ExerciseError, call_learner, checker, passed
 
 
 def _block(tokens: int, dim: int, mlp_ratio: float, attention: int = 4, mlp: bool = True) -> int:
@@ -66,6 +66,7 @@ _MISTAKES = {
 }
 
 
+@checker("forward_flops")
 def check_forward_flops(fn: Callable[[Config, float], float]) -> bool:
     """Check ``fn(config, mask_ratio)`` -> FLOPs of one image's forward (see the module docstring)."""
     cases = [("fashion_mnist_tiny", 0.75), ("mae_base", 0.75), ("mae_large", 0.75), ("mae_huge", 0.75),
@@ -73,10 +74,7 @@ def check_forward_flops(fn: Callable[[Config, float], float]) -> bool:
     for name, ratio in cases:
         cfg = Config.from_file(name)
         where = f"forward_flops(Config.from_file({name!r}), mask_ratio={ratio})"
-        try:
-            got = fn(cfg, ratio)
-        except Exception as exc:  # noqa: BLE001 - any failure is feedback for the learner
-            raise ExerciseError(f"{where} raised {type(exc).__name__}: {exc}") from exc
+        got = call_learner(fn, "my_forward_flops", cfg, ratio)
         if hasattr(got, "item"):
             got = got.item()
         if isinstance(got, bool) or not isinstance(got, (int, float)):

@@ -21,6 +21,7 @@ from ..config import Config
 from ..data import BatchLoader, ImageData
 from ..model import MAE
 from ..optim import WarmupCosine, param_groups, scaled_lr
+from ..pretrain import MASK_SEED_OFFSET
 from ._feedback import ExerciseError, call_learner, checker, passed
 
 
@@ -76,7 +77,7 @@ def _phase(step: int, warmup: int, total: int) -> str:
     return f"during the cosine decay (steps {warmup} to {total})"
 
 
-@checker("lr_at")
+@checker("lr_schedule")
 def check_lr_schedule(fn: Callable[[int, float, int, int, float], float]) -> bool:
     """Check ``fn(step, base_lr, total_steps, warmup_steps, min_lr)`` for every step 0..total_steps."""
     cases = ((1e-3, 100, 10, 0.0), (2.4e-3, 50, 5, 1e-5), (1.5e-4, 40, 0, 0.0), (1e-3, 30, 29, 1e-4))
@@ -140,8 +141,6 @@ def _step_variant(change: str) -> Callable:
     def step(model, optimizer, schedule, imgs, noise):
         loss = model(imgs, noise=noise)["loss"]
         loss.backward()
-        if change == "zero_before_step":
-            optimizer.zero_grad()
         if change == "schedule_first":
             schedule.step()
         if change != "no_optimizer_step":
@@ -211,7 +210,8 @@ def check_train_step(fn: Callable[[MAE, torch.optim.Optimizer, WarmupCosine, tor
                                 f"and {[f'{x:.3g}' for x in lrs]}. Looks like {message}")
     if not math.isclose(losses[0], want_losses[0], rel_tol=1e-5, abs_tol=1e-7):
         raise ExerciseError(f"{where}: expected loss {want_losses[0]:.6g} at the first step, got {losses[0]:.6g}. Hint: "
-                            f"the loss is model(imgs, noise=noise)['loss']: pass the noise, so the mask is the given one")
+                            f"return the loss of model(imgs, noise=noise)['loss'] as it is, with the noise passed so the mask "
+                            f"is the given one")
     if not all(_close(a, b) for a, b in zip(lrs, want_lrs)):
         raise ExerciseError(f"{where}: expected the learning rate {[f'{x:.3g}' for x in want_lrs]} after each step, got "
                             f"{[f'{x:.3g}' for x in lrs]}. Hint: one schedule.step() after each optimizer.step()")
@@ -224,7 +224,7 @@ def check_train_step(fn: Callable[[MAE, torch.optim.Optimizer, WarmupCosine, tor
 # ------------------------------------------------------------------------------ epoch loop
 def batch_noise(model: MAE, batch_seed: int, batch: int) -> torch.Tensor:
     """The engine's mask noise ``[batch, L]`` for a batch: drawn from the batch seed + 1 (the augmentation used the seed)."""
-    return model.mask_noise(batch, generator=torch.Generator().manual_seed(batch_seed + 1))
+    return model.mask_noise(batch, generator=torch.Generator().manual_seed(batch_seed + MASK_SEED_OFFSET))
 
 
 def reference_train_one_epoch(model: MAE, optimizer: torch.optim.Optimizer, schedule: WarmupCosine,
