@@ -245,11 +245,10 @@ def clean_outputs(outputs: list[dict[str, Any]], base: Path | None = None) -> li
         if kind == "stream":
             if out.get("name") == "stderr":
                 continue
-            text = _clean_stream_text(_text(out["text"]))
-            new_text = scrub_paths(text, base)
-            if not new_text.strip():
-                continue
+            new_text = scrub_paths(_clean_stream_text(_text(out["text"])), base)
             if new_text != _text(out["text"]):
+                if not new_text.strip():  # nothing but progress bars or warnings
+                    continue
                 out = {**out, "text": _as_source(out["text"], new_text)}
         elif kind in ("display_data", "execute_result"):
             data = out.get("data", {})
