@@ -120,12 +120,15 @@ def check_exercise(group: list[tuple[str, dict]], imports: list[str], where: str
     for r, hint in group:
         if r == "exercise-hint":
             assert hint["cell_type"] == "markdown" and HINT.match(source(hint)), \
-                f"{where}: a hint is one collapsed '<details><summary>Hint k: ...</summary>' block: {source(hint)[:80]!r}"
+                f"{where}: a hint is one collapsed '<details><summary>Hint k: ...</summary>' block: " \
+                f"{source(hint)[:80]!r}"
     meta = solution.get("metadata", {})
     assert meta.get("jupyter", {}).get("source_hidden") is True, f"{where}: the solution needs jupyter.source_hidden"
     assert meta.get("cellView") == "form", f"{where}: the solution needs cellView: form (Colab)"
-    assert source(solution).startswith("#@title Reference solution"), f"{where}: the solution starts '#@title Reference solution'"
-    assert re.search(rf"^def reference_{name}\(", source(solution), re.M), f"{where}: the solution defines reference_{name}"
+    assert source(solution).startswith("#@title Reference solution"), \
+        f"{where}: the solution starts '#@title Reference solution'"
+    assert re.search(rf"^def reference_{name}\(", source(solution), re.M), \
+        f"{where}: the solution defines reference_{name}"
     assert source(use).strip() == f'{name}_fn = use("{name}", my_{name}, reference_{name}, ok_{name})', \
         f"{where}: the use cell must be exactly {name}_fn = use(\"{name}\", my_{name}, reference_{name}, ok_{name})"
 
@@ -246,7 +249,8 @@ BROKEN = {
     "hint not collapsed": _replace(4, "<details><summary>Hint 1: patches</summary>", "**Hint 1: patches**"),
     "hint after the solution": lambda cells: cells.insert(5, cells.pop(4)),
     "wrong reference solution": _replace(5, "return 1 + int(", "return int("),
-    "checker raises on the stub": _replace(3, "\n\nok_", "\ncheck_encoder_tokens = check_encoder_tokens.__wrapped__\n\nok_"),
+    "checker raises on the stub": _replace(3, "\n\nok_",
+                                           "\ncheck_encoder_tokens = check_encoder_tokens.__wrapped__\n\nok_"),
     "checker accepts the stub": _replace(3, "\n\nok_", "\ncheck_encoder_tokens = lambda fn: True\n\nok_"),
     "checker silent on the stub": _replace(3, "\n\nok_", "\ncheck_encoder_tokens = lambda fn: False\n\nok_"),
     "check cell keeps no result": _replace(3, "ok_encoder_tokens = check_encoder_tokens(my_encoder_tokens)",

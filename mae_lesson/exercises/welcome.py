@@ -10,7 +10,10 @@ from ._feedback import ExerciseError, call_learner, checker, passed
 
 @checker("encoder_tokens")
 def check_encoder_tokens(fn: Callable[[int, int, float], int]) -> bool:
-    """Check ``fn(img_size, patch_size, mask_ratio)`` -> ``1 + int(L * (1 - mask_ratio))``, L = (img_size // patch_size)**2."""
+    """Check ``fn(img_size, patch_size, mask_ratio)`` -> ``1 + int(L * (1 - mask_ratio))``.
+
+    L = (img_size // patch_size) ** 2 patches; the 1 is the cls token.
+    """
     for img_size, patch_size, ratio in ((28, 4, 0.75), (224, 16, 0.75), (224, 14, 0.75), (32, 4, 0.5), (28, 7, 0.9)):
         length = (img_size // patch_size) ** 2
         keep = num_kept(length, ratio)
@@ -31,7 +34,7 @@ def check_encoder_tokens(fn: Callable[[int, int, float], int]) -> bool:
             length - keep: "that counts the removed patches and no cls token",
             1 + img_size // patch_size: "L is the number of patches in the whole grid, (img_size // patch_size) ** 2",
         }
-        why = mistakes.get(got, f"L = ({img_size} // {patch_size})**2 = {length} patches, int({length} * {1 - ratio:g}) "
-                                f"= {keep} visible, plus 1 cls token")
+        why = mistakes.get(got, f"L = ({img_size} // {patch_size})**2 = {length} patches, "
+                                f"int({length} * {1 - ratio:g}) = {keep} visible, plus 1 cls token")
         raise ExerciseError(f"{where}: expected {expected}, got {got}: {why}")
     return passed("encoder_tokens", "1 cls token + int(L * (1 - mask_ratio)) visible patches")
