@@ -155,7 +155,8 @@ def train_or_load(overrides: dict, options: dict, key: str, train, args: argpars
                                  max_steps=steps, schedule_steps=steps, warmup_epochs=0, batch_size=args.batch_size,
                                  blr=args.blr, out=str(run_dir), progress=False, seed=args.seed,
                                  ckpt_every_steps=10**9, log_every_steps=max(1, steps // 20),
-                                 data_root=args.data_root, num_figure_images=8)
+                                 data_root=args.data_root, num_figure_images=8,
+                                 overwrite=True)  # each variant reruns into its own folder on purpose
     # Warm-up of 5% of the steps, as a fraction of an epoch of the (sub)set.
     pretrain_args.warmup_epochs = 0.05 * steps * args.batch_size / len(train)
     pretrain(pretrain_args, model_class=model_cls)
@@ -219,32 +220,51 @@ def tick_label(row: dict) -> str:
     return row["value"]
 
 
-def draw_figures(csv_path: Path, out: Path) -> list[Path]:
-    """One panel per ablation: probe, kNN and fine-tune accuracy (and loss) against the setting."""
+LEGEND = {"linear_probe": "linear probe", "knn": "kNN", "finetune": "fine-tune"}
+
+
+def draw_figures(csv_path: Path, out: Path, n_test: int = 2000) -> list[Path]:
+    """One panel per ablation: probe, kNN and fine-tune accuracy against the setting.
+
+    Every point carries an error bar of one standard error of an accuracy measured on ``n_test``
+    test images, ``sqrt(p * (1 - p) / n_test)``, and every panel shares one accuracy axis, so
+    heights and gaps compare across panels.
+    """
     rows = read_rows(csv_path)
     ablations = list(dict.fromkeys(r["ablation"] for r in rows))
     if not ablations:
         return []
+    metrics = (("linear_probe", "o"), ("knn", "s"), ("finetune", "^"))
+    values = [float(r[m]) for r in rows for m, _ in metrics]
+    margin = 2 * max((v * (1 - v) / n_test) ** 0.5 for v in values)
+    low, high = 100 * (min(values) - margin), 100 * (max(values) + margin)
     cols = 3
-    fig, axes = plt.subplots((len(ablations) + cols - 1) // cols, cols, figsize=(4.2 * cols, 3.2 * ((len(ablations) + cols - 1) // cols)),
-                             squeeze=False)
+    n_rows = (len(ablations) + cols - 1) // cols
+    fig, axes = plt.subplots(n_rows, cols, figsize=(3.6 * cols, 2.9 * n_rows), squeeze=False, sharey=True)
     for ax, name in zip(axes.flat, ablations):
         sel = sorted((r for r in rows if r["ablation"] == name), key=panel_order)
-        labels = [tick_label(r) for r in sel]
         xs = range(len(sel))
-        for metric, marker in (("linear_probe", "o"), ("knn", "s"), ("finetune", "^")):
-            ax.plot(xs, [100 * float(r[metric]) for r in sel], marker=marker, label=metric.replace("_", " "))
-        ax.set_xticks(list(xs), labels, fontsize=8)
-        ax.set_title(name.replace("_", " "), fontsize=10)
-        ax.set_ylabel("test accuracy %")
+        for offset, (metric, marker) in zip((-0.08, 0.0, 0.08), metrics):
+            acc = [float(r[metric]) for r in sel]
+            se = [100 * (a * (1 - a) / n_test) ** 0.5 for a in acc]
+            # A small sideways offset per measure keeps the error bars of close points apart.
+            ax.errorbar([x + offset for x in xs], [100 * a for a in acc], yerr=se, marker=marker, ms=4, capsize=2,
+                        lw=1, label=LEGEND[metric])
+        ax.set_xticks(list(xs), [tick_label(r) for r in sel], fontsize=7)
+        ax.set_xlim(-0.5, len(sel) - 0.5)
+        ax.set_ylim(low, high)
+        ax.set_title(name.replace("_", " "), fontsize=9)
         ax.grid(alpha=0.3)
+    for ax in axes[:, 0]:
+        ax.set_ylabel("test accuracy %", fontsize=8)
     axes.flat[0].legend(fontsize=7)
     for ax in list(axes.flat)[len(ablations):]:
         ax.axis("off")
-    fig.suptitle("MAE ablations on Fashion-MNIST (same pretraining budget per run)", fontsize=11)
+    fig.suptitle(f"MAE ablations on Fashion-MNIST (same pretraining budget per run; bars: one standard error "
+                 f"on {n_test:,} test images)", fontsize=10)
     fig.tight_layout()
     path = out / "ablations.png"
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=80)
     plt.close(fig)
     return [path]
 

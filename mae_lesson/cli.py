@@ -50,6 +50,37 @@ def add_dataclass_flags(parser: argparse.ArgumentParser, cls: type, defaults: Ma
                                 metavar=f.metadata.get("metavar"))
 
 
+def _type_name(kind: Any) -> str:
+    return {bool: "true or false", int: "a whole number", float: "a number", str: "a string",
+            dict: "a mapping"}.get(kind, getattr(kind, "__name__", str(kind)))
+
+
+def check_field_types(obj: Any) -> None:
+    """Refuse a dataclass field whose value has the wrong type (a bool is not a number, a string no bool).
+
+    An ``int`` is accepted where a ``float`` is declared; nothing is converted from a string.
+    """
+    hints = typing.get_type_hints(type(obj))
+    for f in dataclasses.fields(obj):
+        value, annotation = getattr(obj, f.name), hints[f.name]
+        optional = typing.get_origin(annotation) in (typing.Union, types.UnionType) and type(None) in typing.get_args(annotation)
+        if value is None and optional:
+            continue
+        kind = _flag_type(annotation)
+        kind = typing.get_origin(kind) or kind
+        if kind is float:
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        elif kind is int:
+            ok = isinstance(value, int) and not isinstance(value, bool)
+        elif isinstance(kind, type):
+            ok = isinstance(value, kind)
+        else:
+            continue
+        if not ok:
+            raise ValueError(f"{type(obj).__name__}.{f.name} (--{f.name.replace('_', '-')}) must be "
+                             f"{_type_name(kind)}{' or None' if optional else ''}, got {value!r}")
+
+
 def dataclass_values(cls: type, namespace: argparse.Namespace) -> dict[str, Any]:
     """The parsed values of ``cls``'s fields (those the parser defines)."""
     return {f.name: getattr(namespace, f.name) for f in dataclasses.fields(cls) if hasattr(namespace, f.name)}

@@ -37,6 +37,14 @@ DEFAULTS: dict[str, Any] = {
 }
 # Keys that describe the data a model was trained on; optional, never validated as model keys.
 METADATA_KEYS = ("norm_mean", "norm_std", "dataset", "description")
+# The type each key must have. Nothing is converted from a string: "4" or "no" in YAML is refused,
+# so a quoted value never silently means something else (a non-empty string is "true" in Python).
+BOOL_KEYS = ("norm_pix_loss", "grad_checkpointing")
+INT_KEYS = ("patch_size", "in_chans", "embed_dim", "encoder_depth", "encoder_num_heads", "decoder_embed_dim",
+            "decoder_depth", "decoder_num_heads")
+NUMBER_KEYS = ("mlp_ratio", "mask_ratio")
+STR_KEYS = ("model_name", "mask_type", "dataset", "description")
+PER_CHANNEL_KEYS = ("norm_mean", "norm_std")
 
 
 def bundled_config_names() -> list[str]:
@@ -82,12 +90,43 @@ def load_recipe(path_or_name: str | Path) -> dict[str, Any]:
     return values
 
 
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 def _as_hw(value: Any, key: str) -> tuple[int, int]:
-    if isinstance(value, int):
+    if _is_int(value) and value > 0:
         return value, value
-    if isinstance(value, (list, tuple)) and len(value) == 2 and all(isinstance(v, int) for v in value):
+    if isinstance(value, (list, tuple)) and len(value) == 2 and all(_is_int(v) and v > 0 for v in value):
         return int(value[0]), int(value[1])
-    raise ValueError(f"{key} must be an int or a pair [H, W] of ints, got {value!r}")
+    raise ValueError(f"{key} must be a positive int or a pair [H, W] of positive ints, got {value!r}")
+
+
+def _quoted_hint(key: str, value: Any) -> str:
+    return f"; write it without quotes ({key}: {value})" if isinstance(value, str) else ""
+
+
+def check_types(values: Mapping[str, Any]) -> None:
+    """Raise ``ValueError`` for a value of the wrong type: booleans are booleans, numbers numbers."""
+    for key in BOOL_KEYS:
+        if key in values and not isinstance(values[key], bool):
+            raise ValueError(f"{key} must be true or false, got {values[key]!r}")
+    for key in INT_KEYS:
+        if key in values and not _is_int(values[key]):
+            raise ValueError(f"{key} must be a whole number, got {values[key]!r}{_quoted_hint(key, values[key])}")
+    for key in NUMBER_KEYS:
+        if key in values and not _is_number(values[key]):
+            raise ValueError(f"{key} must be a number, got {values[key]!r}{_quoted_hint(key, values[key])}")
+    for key in STR_KEYS:
+        if key in values and not isinstance(values[key], str):
+            raise ValueError(f"{key} must be a string, got {values[key]!r}")
+    for key in PER_CHANNEL_KEYS:
+        if key in values and not (isinstance(values[key], (list, tuple)) and all(_is_number(v) for v in values[key])):
+            raise ValueError(f"{key} must be a list of numbers, one per channel, got {values[key]!r}")
 
 
 class Config(dict):
@@ -101,6 +140,9 @@ class Config(dict):
         merged = dict(DEFAULTS)
         merged.update(dict(values or {}))
         merged.update(overrides)
+        for key in PER_CHANNEL_KEYS:  # one channel: a bare number means [number]
+            if _is_number(merged.get(key)) and merged.get("in_chans") == 1:
+                merged[key] = [merged[key]]
         super().__init__(merged)
         self.validate()
 
@@ -145,8 +187,9 @@ class Config(dict):
                 close = difflib.get_close_matches(key, sorted(valid), n=1)
                 hint = f"; did you mean {close[0]!r}?" if close else f"; valid keys: {', '.join(sorted(valid))}"
                 raise ValueError(f"Unknown config key {key!r}{hint}")
+        check_types(self)
         p = self["patch_size"]
-        if not isinstance(p, int) or p < 1:
+        if p < 1:
             raise ValueError(f"patch_size must be a positive int, got {p!r}")
         for side, size in zip(("height", "width"), _as_hw(self["img_size"], "img_size")):
             if size % p:
@@ -181,6 +224,11 @@ class Config(dict):
             raise ValueError(f"mask_type {self['mask_type']!r} is unknown; choose one of {', '.join(MASK_TYPES)}")
         if self["in_chans"] < 1 or self["mlp_ratio"] <= 0:
             raise ValueError("in_chans must be >= 1 and mlp_ratio > 0")
-        for key in ("norm_mean", "norm_std"):
+        patches = self.grid_size[0] * self.grid_size[1]
+        if int(patches * (1 - ratio)) < 1:
+            raise ValueError(
+                f"mask_ratio {ratio} keeps int({patches} x {1 - ratio:.3g}) = 0 of the {patches} patches: the encoder "
+                f"would see nothing; use a mask_ratio of at most 1 - 1/{patches} = {1 - 1 / patches:.4g}")
+        for key in PER_CHANNEL_KEYS:
             if key in self and len(self[key]) != self["in_chans"]:
                 raise ValueError(f"{key} needs one value per channel ({self['in_chans']}), got {self[key]!r}")

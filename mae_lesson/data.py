@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import gzip
 import math
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -20,6 +21,8 @@ from typing import Iterator
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from .errors import RunError
 
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
@@ -30,6 +33,10 @@ NORMALIZATION = {
     "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
     "imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
 }
+# A prime larger than any epoch or step count: (seed, epoch, step) -> distinct batch seeds.
+SEED_STRIDE = 1_000_003
+# Names of unreadable images listed in a warning or an error before "and N more".
+LIST_LIMIT = 10
 
 
 @dataclass
@@ -41,6 +48,15 @@ class ImageData:
     classes: tuple[str, ...]
     mean: tuple[float, ...]
     std: tuple[float, ...]
+
+    def __post_init__(self) -> None:
+        if self.images.dtype != torch.uint8:
+            raise ValueError(
+                f"ImageData.images must be uint8 pixels 0..255 [N, C, H, W], got dtype {self.images.dtype}; for "
+                f"floats in [0, 1] pass (images * 255).round().to(torch.uint8), for 0..255 floats images.round()"
+                f".to(torch.uint8)")
+        if self.images.dim() != 4:
+            raise ValueError(f"ImageData.images must be 4-D [N, C, H, W], got shape {list(self.images.shape)}")
 
     def __len__(self) -> int:
         return self.images.shape[0]
@@ -129,10 +145,19 @@ def load_cifar10(root: str | Path = "data", split: str = "train", download: bool
     return ImageData(images, torch.tensor(ds.targets, dtype=torch.long), tuple(ds.classes), mean, std)
 
 
-def load_image_folder(root: str | Path, img_size: int, in_chans: int = 3) -> ImageData:
-    """A folder of ``class_name/image.ext`` files, resized to ``img_size`` and held in memory.
+def _listing(bad: list[tuple[str, str]]) -> str:
+    names = [f"{name} ({reason})" for name, reason in bad[:LIST_LIMIT]]
+    return ", ".join(names) + (f" and {len(bad) - LIST_LIMIT} more" if len(bad) > LIST_LIMIT else "")
 
-    Normalisation statistics are measured on the images themselves.
+
+def load_image_folder(root: str | Path, img_size: int | tuple[int, int] = 32, in_chans: int = 3,
+                      strict: bool = False) -> ImageData:
+    """A folder of ``class_name/image.ext`` files, resized to ``img_size`` with ``in_chans`` channels
+    (1: grey, 3: RGB), held in memory as uint8 ``[N, in_chans, H, W]``.
+
+    Normalisation statistics are measured on the images themselves. Unreadable files (truncated,
+    not an image) are skipped with a warning that names them; ``strict=True`` refuses the folder
+    instead, listing them.
     """
     from PIL import Image
     from torchvision.datasets import ImageFolder
@@ -140,32 +165,49 @@ def load_image_folder(root: str | Path, img_size: int, in_chans: int = 3) -> Ima
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"Image folder {str(root)!r} does not exist; expected root/<class>/<image> files")
+    if in_chans not in (1, 3):
+        raise ValueError(f"an image folder loads as 1 (grey) or 3 (RGB) channels; the config asks for in_chans={in_chans}")
+    height, width = (img_size, img_size) if isinstance(img_size, int) else tuple(img_size)
     ds = ImageFolder(str(root))
     if len(ds) == 0:
         raise FileNotFoundError(f"No images found under {str(root)!r}")
     mode = "L" if in_chans == 1 else "RGB"
-    arrays = []
-    for path, _ in ds.samples:
-        with Image.open(path) as img:
-            img = img.convert(mode).resize((img_size, img_size), Image.BILINEAR)
-            arrays.append(np.asarray(img, dtype=np.uint8).reshape(img_size, img_size, in_chans))
+    arrays, labels, bad = [], [], []
+    for path, label in ds.samples:
+        try:
+            with Image.open(path) as img:
+                img = img.convert(mode).resize((width, height), Image.BILINEAR)
+                arrays.append(np.asarray(img, dtype=np.uint8).reshape(height, width, in_chans))
+                labels.append(label)
+        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+            bad.append((str(Path(path).relative_to(root)), str(exc).splitlines()[0][:60] or type(exc).__name__))
+    if bad and (strict or not arrays):
+        raise RunError(f"{len(bad)} of {len(ds)} files in {root} are not readable images: {_listing(bad)}; "
+                       f"remove or repair them" + ("" if strict else ", or point to another folder"))
+    if bad:
+        warnings.warn(f"skipped {len(bad)} unreadable file(s) in {root}: {_listing(bad)}", stacklevel=2)
     images = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
     pixels = images.float().div(255)
     mean = tuple(pixels.mean(dim=(0, 2, 3)).tolist())
     std = tuple(pixels.std(dim=(0, 2, 3)).clamp_min(1e-3).tolist())
-    return ImageData(images, torch.tensor(ds.targets, dtype=torch.long), tuple(ds.classes), mean, std)
+    return ImageData(images, torch.tensor(labels, dtype=torch.long), tuple(ds.classes), mean, std)
 
 
 def load_dataset(name: str, root: str | Path = "data", split: str = "train", download: bool = False,
-                 img_size: int = 32, in_chans: int = 3) -> ImageData:
-    """``fashion_mnist``, ``cifar10``, or a path to an image folder (its ``split`` subfolder if present)."""
+                 img_size: int | tuple[int, int] = 32, in_chans: int = 3, strict_images: bool = False) -> ImageData:
+    """``fashion_mnist``, ``cifar10``, or a path to an image folder (its ``split`` subfolder if present).
+
+    An image folder is loaded at ``img_size`` with ``in_chans`` channels (the model config's);
+    ``strict_images`` refuses one with unreadable files instead of skipping them.
+    """
     if name in ("fashion_mnist", "fashion-mnist", "fmnist"):
         return load_fashion_mnist(root, split, download)
     if name in ("cifar10", "cifar-10"):
         return load_cifar10(root, split, download)
     folder = Path(name)
     if folder.is_dir():
-        return load_image_folder(folder / split if (folder / split).is_dir() else folder, img_size, in_chans)
+        return load_image_folder(folder / split if (folder / split).is_dir() else folder, img_size, in_chans,
+                                 strict_images)
     raise ValueError(f"Unknown dataset {name!r}: use 'fashion_mnist', 'cifar10' or a folder of class subfolders")
 
 
@@ -260,7 +302,7 @@ class BatchLoader:
 
     def batch_seed(self, step_in_epoch: int) -> int:
         """A seed unique to (run seed, epoch, step): augmentation and masks draw from it."""
-        return (self.seed * 1_000_003 + self.epoch) * 1_000_003 + step_in_epoch
+        return (self.seed * SEED_STRIDE + self.epoch) * SEED_STRIDE + step_in_epoch
 
     def batch(self, step_in_epoch: int) -> tuple[torch.Tensor, torch.Tensor, int]:
         """One global batch's share for this rank (random access, so resume can skip ahead)."""

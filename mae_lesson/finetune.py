@@ -18,7 +18,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .classifier import ViTClassifier, layer_decay_scales
-from .cli import arg_field, check_recipe
+from .cli import arg_field, check_field_types, check_recipe
 from .config import Config, load_recipe
 from .data import BatchLoader, ImageData
 from .model import MAE
@@ -35,22 +35,40 @@ _RECIPE = load_recipe(DEFAULT_RECIPE)
 class FinetuneArgs:
     """A fine-tuning run; defaults are the ``finetune_short`` recipe (``configs/recipes/finetune_short.yaml``)."""
 
-    epochs: int = arg_field(_RECIPE["epochs"], "passes over the training images")
-    max_steps: int | None = arg_field(None, "stop after this many optimizer steps", metavar="STEPS")
-    batch_size: int = arg_field(_RECIPE["batch_size"], "images per step")
+    epochs: int = arg_field(_RECIPE["epochs"], "passes over the training images, in epochs")
+    max_steps: int | None = arg_field(None, "stop after this many optimizer steps; None: no cap", metavar="STEPS")
+    batch_size: int = arg_field(_RECIPE["batch_size"], "images per step", metavar="IMAGES")
     blr: float = arg_field(_RECIPE["blr"], "base learning rate; lr = blr x batch_size / 256")
-    layer_decay: float = arg_field(_RECIPE["layer_decay"], "lr multiplier per block from the top (1 = none)")
+    layer_decay: float = arg_field(_RECIPE["layer_decay"], "lr multiplier per block from the top, a factor "
+                                   "in (0, 1] (1 = none)")
     weight_decay: float = arg_field(_RECIPE["weight_decay"], "AdamW weight decay")
-    drop_path: float = arg_field(_RECIPE["drop_path"], "stochastic depth rate of the last block")
-    label_smoothing: float = arg_field(_RECIPE["label_smoothing"], "label smoothing of the cross-entropy")
-    mixup: float = arg_field(_RECIPE["mixup"], "Beta(alpha, alpha) mixup; 0 turns it off")
+    drop_path: float = arg_field(_RECIPE["drop_path"], "stochastic depth rate of the last block, a probability in [0, 1)")
+    label_smoothing: float = arg_field(_RECIPE["label_smoothing"], "label smoothing of the cross-entropy, a "
+                                       "fraction in [0, 1)")
+    mixup: float = arg_field(_RECIPE["mixup"], "alpha of Beta(alpha, alpha) mixup; 0 turns it off")
     warmup_epochs: float = arg_field(_RECIPE["warmup_epochs"], "linear warm-up length, in epochs")
-    crop_scale: float = arg_field(_RECIPE["crop_scale"], "RandomResizedCrop scale lower bound (1 = no crops)")
+    crop_scale: float = arg_field(_RECIPE["crop_scale"], "RandomResizedCrop's smallest area, a fraction of the "
+                                  "image in (0, 1] (1 = no crops)")
     seed: int = arg_field(0, "seed of initialisation, batches and augmentation")
     device: str = arg_field("auto", "auto (cuda, then mps, then cpu), cuda, mps or cpu")
     progress: bool = arg_field(True, "show a progress bar")
     eval_every_epoch: bool = arg_field(_RECIPE["eval_every_epoch"], "test accuracy after each epoch, for a "
                                   "learning curve (not for selection)")
+
+    def __post_init__(self) -> None:
+        """Refuse a value the run cannot use, naming the flag and a valid range."""
+        check_field_types(self)
+        for name in ("epochs", "batch_size", "max_steps"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
+        ranges = {"blr": (lambda v: v > 0, "positive"), "weight_decay": (lambda v: v >= 0, "0 or more"),
+                  "mixup": (lambda v: v >= 0, "0 or more"), "warmup_epochs": (lambda v: v >= 0, "0 or more"),
+                  "layer_decay": (lambda v: 0 < v <= 1, "in (0, 1]"), "crop_scale": (lambda v: 0 < v <= 1, "in (0, 1]"),
+                  "drop_path": (lambda v: 0 <= v < 1, "in [0, 1)"), "label_smoothing": (lambda v: 0 <= v < 1, "in [0, 1)")}
+        for name, (valid, text) in ranges.items():
+            if not valid(getattr(self, name)):
+                raise ValueError(f"--{name.replace('_', '-')} must be {text}, got {getattr(self, name)}")
 
 
 check_recipe(FinetuneArgs, _RECIPE, DEFAULT_RECIPE)

@@ -308,10 +308,14 @@ class MAE(nn.Module):
                 f"Checkpoint {str(path)!r} has no 'config' entry; build the model yourself with "
                 f"MAE(config) and call model.load_checkpoint(path)"
             )
-        model = cls(ckpt["config"])
         state = extract_state_dict(ckpt)
-        problem = describe_mismatch(model.state_dict(), state)
+        # Compare shapes on the meta device first (no memory): a small file whose config asks for a
+        # huge model fails here, before that model is allocated.
+        with torch.device("meta"):
+            shell = cls(ckpt["config"])
+        problem = describe_mismatch(shell.state_dict(), state)
         if problem:
             raise ValueError(f"Checkpoint {str(path)!r} does not match its own config:\n{problem}")
+        model = cls(ckpt["config"])
         model.load_state_dict(state)
         return model

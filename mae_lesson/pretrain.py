@@ -16,12 +16,15 @@ import json
 import math
 import os
 import random
+import shlex
+import signal
 import sys
+import threading
 import time
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -30,11 +33,14 @@ import torch.distributed as dist
 import yaml
 from tqdm.auto import tqdm
 
-from .amp import autocast_for
+from .amp import AMP_CHOICES, autocast_for
 from .checkpoint import atomic_save, safe_load
-from .cli import add_dataclass_flags, arg_field, check_recipe, dataclass_values
-from .config import Config, load_recipe
+from .cli import add_dataclass_flags, arg_field, check_field_types, check_recipe, dataclass_values
+from .config import METADATA_KEYS, Config, load_recipe
 from .data import BatchLoader, ImageData, eval_transform, load_dataset
+from .errors import EXIT_SIGINT, EXIT_SIGTERM, RunError, command_line_errors
+from .runfolder import (acquire_lock, check_out_path, clear_run_files, release_lock, remove_temp_files,
+                        run_files)
 from .evaluate import evaluate_loss
 from .model import MAE
 from .optim import WarmupCosine, param_groups, scaled_lr
@@ -48,6 +54,13 @@ _RECIPE = load_recipe(DEFAULT_RECIPE)
 # Seeds of the fixed test images' masks, and of each batch's mask relative to its augmentation seed.
 FIGURE_MASK_SEED = 1234
 MASK_SEED_OFFSET = 1
+# Settings a resumed run must share with its checkpoint: they decide the batches, the masks and the
+# update. The model config is compared key by key; everything else (epochs, intervals, device...)
+# may change and is recorded in args.json under "resumed".
+RESUME_FIXED = ("dataset", "train_images", "batch_size", "accum_iter", "schedule_steps", "blr", "lr", "min_lr",
+                "warmup_epochs", "weight_decay", "seed")
+# Config keys that do not change the weights, so a resume may change them.
+RESUME_FREE_CONFIG = ("model_name", "grad_checkpointing", *METADATA_KEYS)
 
 
 @dataclass
@@ -60,32 +73,66 @@ class PretrainArgs:
     config: str = arg_field(_RECIPE["config"], "model config: a bundled name (fashion_mnist_p7, "
                        "fashion_mnist_tiny, cifar_tiny, mae_base, ...) or a YAML path")
     overrides: dict[str, Any] = field(default_factory=dict)  # model config keys to change (--set key=value)
-    dataset: str = arg_field(_RECIPE["dataset"], "fashion_mnist, cifar10, or a folder of class sub-folders of images")
+    dataset: str = arg_field(_RECIPE["dataset"], "fashion_mnist, cifar10, or a folder of class sub-folders of "
+                             "images (loaded at the config's img_size and in_chans)")
+    strict_images: bool = arg_field(False, "refuse an image folder that holds unreadable files (listing them) "
+                                    "instead of skipping them")
     data_root: str = arg_field("data", "folder that holds (or receives) the datasets")
     download: bool = arg_field(False, "fetch a missing dataset with torchvision")
-    train_images: int | None = arg_field(None, "use only the first N training images (quick runs, tests)", metavar="N")
-    epochs: int = arg_field(_RECIPE["epochs"], "passes over the training images")
-    max_steps: int | None = arg_field(None, "stop after this many optimizer steps (quick runs)", metavar="STEPS")
+    train_images: int | None = arg_field(None, "use only the first N training images (quick runs, tests); "
+                                         "None: all", metavar="N")
+    epochs: int = arg_field(_RECIPE["epochs"], "passes over the training images, in epochs")
+    max_steps: int | None = arg_field(None, "stop after this many optimizer steps (quick runs); None: no cap",
+                                      metavar="STEPS")
     schedule_steps: int | None = arg_field(None, "length of the cosine schedule in optimizer steps; "
                                       "None: epochs x steps per epoch", metavar="STEPS")
-    batch_size: int = arg_field(_RECIPE["batch_size"], "images per micro-step, over all processes")
-    accum_iter: int = arg_field(_RECIPE["accum_iter"], "micro-steps per optimizer step (gradient accumulation)")
+    batch_size: int = arg_field(_RECIPE["batch_size"], "images per micro-step, over all processes", metavar="IMAGES")
+    accum_iter: int = arg_field(_RECIPE["accum_iter"], "micro-steps per optimizer step (gradient accumulation)",
+                                metavar="MICRO_STEPS")
     blr: float = arg_field(_RECIPE["blr"], "base learning rate; lr = blr x batch_size x accum_iter / 256")
-    lr: float | None = arg_field(None, "absolute learning rate (replaces blr)", metavar="LR")
-    min_lr: float = arg_field(_RECIPE["min_lr"], "learning rate at the end of the cosine")
+    lr: float | None = arg_field(None, "absolute learning rate (replaces blr); None: from blr", metavar="LR")
+    min_lr: float = arg_field(_RECIPE["min_lr"], "learning rate at the end of the cosine (absolute)")
     warmup_epochs: float = arg_field(_RECIPE["warmup_epochs"], "linear warm-up length, in epochs")
     weight_decay: float = arg_field(_RECIPE["weight_decay"], "AdamW weight decay (not on biases, norms, tokens, tables)")
-    clip_grad: float | None = arg_field(None, "clip the gradient norm to this value", metavar="NORM")
+    clip_grad: float | None = arg_field(None, "clip the gradient's L2 norm to this value; None: no clipping",
+                                        metavar="NORM")
     amp: str = arg_field("auto", "mixed precision on CUDA: auto, bf16, fp16 or none (CPU always fp32)")
     compile: bool = arg_field(False, "torch.compile the model")
     device: str = arg_field("auto", "auto (cuda, then mps, then cpu), cuda, mps or cpu")
     seed: int = arg_field(_RECIPE["seed"], "seed of batches, augmentation, masks and initialisation")
-    out: str = arg_field("runs/pretrain", "run folder")
-    resume: bool = arg_field(False, "continue the run in --out from its checkpoint.pt")
+    out: str = arg_field("runs/pretrain", "run folder (created if missing); a folder that holds a run needs "
+                         "--resume or --overwrite")
+    resume: bool = arg_field(False, "continue the run in --out from its checkpoint.pt (the model, batch and "
+                             "schedule settings must be the run's)")
+    overwrite: bool = arg_field(False, "start over in an --out that holds a run: delete its checkpoints, "
+                                "metrics and figures first")
     ckpt_every_steps: int = arg_field(200, "also save checkpoint.pt every this many optimizer steps", metavar="STEPS")
     log_every_steps: int = arg_field(10, "write a train row to metrics.jsonl every this many steps", metavar="STEPS")
-    num_figure_images: int = arg_field(8, "test images in each recon_epochNNN.png")
+    num_figure_images: int = arg_field(8, "test images in each recon_epochNNN.png", metavar="IMAGES")
     progress: bool = arg_field(True, "show a progress bar")
+
+    def __post_init__(self) -> None:
+        """Refuse a value the run cannot use, naming the flag and a valid value."""
+        check_field_types(self)
+        at_least_one = ("epochs", "batch_size", "accum_iter", "ckpt_every_steps", "log_every_steps",
+                        "num_figure_images", "train_images", "max_steps", "schedule_steps")
+        for name in at_least_one:
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
+        for name in ("blr", "lr", "clip_grad"):
+            value = getattr(self, name)
+            if value is not None and not value > 0:
+                raise ValueError(f"--{name.replace('_', '-')} must be positive, got {value}")
+        for name in ("min_lr", "warmup_epochs", "weight_decay"):
+            if not getattr(self, name) >= 0:
+                raise ValueError(f"--{name.replace('_', '-')} must be 0 or more, got {getattr(self, name)}")
+        if self.amp not in AMP_CHOICES:
+            raise ValueError(f"--amp must be one of {', '.join(AMP_CHOICES)}, got {self.amp!r}")
+        if not str(self.out).strip():
+            raise ValueError("--out is empty: name a folder for the run, e.g. --out runs/pretrain")
+        if self.resume and self.overwrite:
+            raise ValueError("--resume continues the run in --out and --overwrite deletes it: choose one")
 
 
 check_recipe(PretrainArgs, _RECIPE, DEFAULT_RECIPE)
@@ -131,10 +178,81 @@ class NonFiniteLossError(RuntimeError):
     """The loss became NaN or Inf; the last good checkpoint is left untouched."""
 
 
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C (SIGINT) or SIGTERM stopped the run between two steps, after saving ``checkpoint.pt``."""
+
+    def __init__(self, message: str, signum: int) -> None:
+        super().__init__(message)
+        self.signum = signum
+
+    @property
+    def exit_code(self) -> int:
+        return EXIT_SIGTERM if self.signum == signal.SIGTERM else EXIT_SIGINT
+
+
+class StopRequest:
+    """Set by the signal handler; the loop reads it between steps (never mid-step)."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+
+
+@contextmanager
+def stop_on_signals(rank: int = 0) -> Iterator[StopRequest]:
+    """While training, SIGINT and SIGTERM ask the loop to save and stop after the current step.
+
+    A second signal acts at once (the handler in place before). Outside the main thread, where
+    handlers cannot be installed, signals keep their usual effect.
+    """
+    request = StopRequest()
+    if threading.current_thread() is not threading.main_thread():
+        yield request
+        return
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+    def handler(signum: int, frame: Any) -> None:
+        request.signum = signum
+        signal.signal(signum, previous[signum])
+        if rank == 0:
+            print(f"\n{signal.Signals(signum).name}: saving a checkpoint after this step, then stopping "
+                  f"(send it again to stop at once, without saving)", file=sys.stderr, flush=True)
+
+    for sig in previous:
+        signal.signal(sig, handler)
+    try:
+        yield request
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def resume_command(args: PretrainArgs) -> str:
+    """The shell command that continues ``args``'s run: its non-default flags plus ``--resume``."""
+    defaults = PretrainArgs()
+    parts = ["python", "-m", "mae_lesson.pretrain"]
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1:
+        parts = ["torchrun", f"--nproc_per_node={world}", "-m", "mae_lesson.pretrain"]
+    for f in dataclasses.fields(PretrainArgs):
+        value = getattr(args, f.name)
+        if f.name in ("overrides", "resume", "overwrite") or value == getattr(defaults, f.name) or value is None:
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        parts += [flag if value else "--no-" + flag[2:]] if isinstance(value, bool) else [flag, str(value)]
+    for key, value in args.overrides.items():
+        parts += ["--set", f"{key}={json.dumps(value)}"]
+    return shlex.join([*parts, "--resume"])
+
+
 # --------------------------------------------------------------------------------- training
+def model_config(args: PretrainArgs) -> Config:
+    """The config of ``args.config`` with ``args.overrides`` (before the data's normalisation is recorded)."""
+    return Config.from_file(args.config).replace(**args.overrides)
+
+
 def build_model(args: PretrainArgs, data: ImageData, model_class: type[MAE] = MAE) -> MAE:
     """The model of ``args.config`` with overrides, recording the data's normalisation."""
-    cfg = Config.from_file(args.config).replace(**args.overrides)
+    cfg = model_config(args)
     cfg = cfg.replace(norm_mean=list(data.mean), norm_std=list(data.std), dataset=args.dataset)
     if cfg.in_chans != data.images.shape[1]:
         raise ValueError(f"config {args.config} expects {cfg.in_chans} channels but {args.dataset} has "
@@ -164,6 +282,12 @@ class Run:
     step: int = 0
     fig_imgs: torch.Tensor | None = None   # fixed test images and masks for figures
     fig_noise: torch.Tensor | None = None
+    # The running epoch's loss, summed in step order: checkpointed, so a resumed epoch reports the same mean.
+    epoch_loss_sum: float = 0.0
+    epoch_loss_count: int = 0
+    saved_step: int | None = None           # step of checkpoint.pt, None before the first save
+    lock: Path | None = None                # rank 0's lock on the run folder
+    stop: StopRequest = field(default_factory=StopRequest)
 
     @property
     def metrics_path(self) -> Path:
@@ -180,31 +304,133 @@ def pretrain(args: PretrainArgs | None = None, model_class: type[MAE] = MAE, **k
     The folder holds ``args.json``, ``config.yaml``, ``metrics.jsonl``, ``loss_curve.png``,
     ``recon_epochNNN.png`` after each epoch, ``checkpoint.pt`` (full state, for ``resume``)
     and ``model.pt`` (weights + config, for ``MAE.from_checkpoint``). ``model_class`` trains a
-    subclass of ``MAE`` (the ablations use one).
+    subclass of ``MAE`` (the ablations use one). A folder that already holds a run needs
+    ``resume=True`` or ``overwrite=True``. Ctrl-C or SIGTERM saves ``checkpoint.pt`` after the
+    current step and raises :class:`TrainingInterrupted` (a ``KeyboardInterrupt``).
     """
     run = setup_run(dataclasses.replace(args or PretrainArgs(), **kwargs), model_class)
-    while run.step < run.total_steps:
-        epoch = run.step // run.steps_per_epoch
-        stats = train_one_epoch(run, epoch)
-        end_of_epoch(run, epoch, stats)
-    if run.rank == 0:
-        run.model.save_checkpoint(run.out / "model.pt", step=run.step, args=dataclasses.asdict(run.args))
-    if run.world > 1:
-        dist.barrier()
+    try:
+        with stop_on_signals(run.rank) as run.stop:
+            while run.step < run.total_steps:
+                epoch = run.step // run.steps_per_epoch
+                stats = train_one_epoch(run, epoch)
+                end_of_epoch(run, epoch, stats)
+        if run.rank == 0:
+            run.model.save_checkpoint(run.out / "model.pt", step=run.step, args=dataclasses.asdict(run.args))
+        if run.world > 1:
+            dist.barrier()
+    finally:
+        release_lock(run.lock)
     return run.out
 
 
+def _share_outcome(problem: str | None, rank: int, world: int) -> None:
+    """Tell every process whether rank 0 could claim the folder, so none waits for a run that will not start."""
+    if world == 1:
+        return
+    box = [problem]
+    dist.broadcast_object_list(box, src=0)
+    if rank != 0 and box[0]:
+        raise RunError(box[0])
+
+
+def claim_folder(args: PretrainArgs) -> tuple[Path, bool, Path | None]:
+    """Check ``--out``, lock it and decide fresh or resumed, before anything is loaded or written.
+
+    Returns ``(lock, created, checkpoint)``: ``created`` when the folder did not exist (removed
+    again if the set-up fails), ``checkpoint`` the file to resume from (``None``: start fresh).
+    Refuses a fresh run into a folder that holds a run unless ``args.overwrite``.
+    """
+    out = check_out_path(args.out)
+    created = not out.exists()
+    out.mkdir(parents=True, exist_ok=True)
+    lock = acquire_lock(out)
+    try:
+        remove_temp_files(out)
+        ckpt = out / "checkpoint.pt"
+        if args.resume and ckpt.is_file():
+            return lock, created, ckpt
+        if args.resume:
+            print(f"nothing to resume in {out} (no checkpoint.pt), starting fresh", file=sys.stderr)
+        elif run_files(out) and not args.overwrite:
+            raise RunError(
+                f"{out} already holds a run ({', '.join(run_files(out)[:4])}): continue it with --resume "
+                f"(resume=True), start it over with --overwrite (overwrite=True, deletes it), or choose another --out")
+        return lock, created, None
+    except BaseException:
+        release_lock(lock)
+        raise
+
+
+def check_resume(args: PretrainArgs, state: dict[str, Any], ckpt: Path) -> dict[str, list[Any]]:
+    """Refuse a resume whose model, batches or schedule differ from the checkpoint's run.
+
+    Returns the settings that changed and may (epochs, intervals, device, ...): ``{name: [old, new]}``.
+    """
+    stored_args, stored_cfg = state.get("args") or {}, state.get("config") or {}
+    wanted = model_config(args)
+    lines = [f"  config {key}: {stored_cfg.get(key)!r} in the run, {wanted.get(key)!r} now"
+             for key in sorted(set(wanted) | set(stored_cfg))
+             if key not in RESUME_FREE_CONFIG and stored_cfg.get(key) != wanted.get(key)]
+    now = dataclasses.asdict(args)
+    lines += [f"  {name}: {stored_args[name]!r} in the run, {now[name]!r} now"
+              for name in RESUME_FIXED if name in stored_args and stored_args[name] != now[name]]
+    if lines:
+        raise RunError(f"cannot resume {ckpt} (step {state.get('step')}): these settings differ from its run's\n"
+                       + "\n".join(lines) + f"\nresume with the run's settings (in {ckpt.parent / 'args.json'}), "
+                       f"or start a new run with another --out (or --overwrite)")
+    return {name: [stored_args[name], now[name]] for name in now
+            if name in stored_args and name not in ("resume", "overwrite") and stored_args[name] != now[name]}
+
+
 def setup_run(args: PretrainArgs, model_class: type[MAE] = MAE) -> Run:
-    """Data, model, optimizer, schedule and mixed precision; then the run folder, or the resumed state."""
+    """The run folder (checked and locked first), data, model, optimizer, schedule, mixed precision,
+    then the resumed state. Nothing in the folder changes until every check has passed."""
+    model_config(args)  # a bad config fails before the folder is touched
     rank, world, device = init_distributed(args.device)
+    lock, created, resume_from = None, False, None
+    if rank == 0:
+        try:
+            lock, created, resume_from = claim_folder(args)
+        except Exception as exc:
+            _share_outcome(f"rank 0 could not start: {exc}", rank, world)
+            raise
+    _share_outcome(None, rank, world)
+    try:
+        run = _build_run(args, model_class, rank, world, device, resume_from)
+    except BaseException:
+        release_lock(lock)
+        if created and not any(Path(args.out).iterdir()):
+            Path(args.out).rmdir()
+        raise
+    run.lock = lock
+    return run
+
+
+def _build_run(args: PretrainArgs, model_class: type[MAE], rank: int, world: int, device: torch.device,
+               resume_from: Path | None) -> Run:
+    out = Path(args.out)
+    if rank != 0 and args.resume and (out / "checkpoint.pt").is_file():
+        resume_from = out / "checkpoint.pt"
+    state, changed = None, {}
+    if resume_from is not None:
+        state = safe_load(resume_from, map_location=device)
+        changed = check_resume(args, state, resume_from)
     set_seed(args.seed)
-    train_data = load_dataset(args.dataset, args.data_root, "train", args.download).subset(args.train_images)
-    test_data = load_dataset(args.dataset, args.data_root, "test", args.download)
+    wanted = model_config(args)
+    train_data = load_dataset(args.dataset, args.data_root, "train", args.download, wanted.img_size,
+                              wanted.in_chans, args.strict_images).subset(args.train_images)
+    test_data = load_dataset(args.dataset, args.data_root, "test", args.download, wanted.img_size,
+                             wanted.in_chans, args.strict_images)
     model = build_model(args, train_data, model_class).to(device)
     cfg = model.config
     loader = BatchLoader(train_data, args.batch_size, cfg.img_size, train=True, seed=args.seed,
                          rank=rank, world_size=world)
     steps_per_epoch = len(loader) // args.accum_iter
+    if steps_per_epoch == 0:
+        raise RunError(
+            f"one optimizer step takes batch_size x accum_iter = {args.batch_size * args.accum_iter} images but the "
+            f"training set has {len(train_data)}: lower --batch-size or --accum-iter, or use more --train-images")
     total_steps = args.epochs * steps_per_epoch
     if args.max_steps is not None:
         total_steps = min(total_steps, args.max_steps)
@@ -214,25 +440,25 @@ def setup_run(args: PretrainArgs, model_class: type[MAE] = MAE) -> Run:
     schedule = WarmupCosine(optimizer, base_lr, args.schedule_steps or args.epochs * steps_per_epoch,
                             int(args.warmup_epochs * steps_per_epoch), args.min_lr)
     autocast, scaler = autocast_for(device, args.amp)
-    run = Run(args, rank, world, device, Path(args.out), model, model, optimizer, schedule, autocast, scaler,
+    run = Run(args, rank, world, device, out, model, model, optimizer, schedule, autocast, scaler,
               loader, test_data, steps_per_epoch, total_steps)
 
-    if args.resume and run.ckpt_path.is_file():
-        state = safe_load(run.ckpt_path, map_location=device)
+    if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
-        schedule.load_state_dict(state["scheduler"])
+        schedule.load_state_dict(state["scheduler"])  # the run keeps its schedule, whatever --epochs says now
         if scaler is not None and state.get("scaler"):
             scaler.load_state_dict(state["scaler"])
         set_rng_state(state["rng"])
-        run.step = int(state["step"])
+        run.step = run.saved_step = int(state["step"])
+        run.epoch_loss_sum, run.epoch_loss_count = state.get("epoch_loss", (0.0, 0))
+        if rank == 0:
+            _truncate_metrics(run.metrics_path, run.step)
+            _record_resume(run, changed)
     elif rank == 0:
-        run.out.mkdir(parents=True, exist_ok=True)
-        run.metrics_path.unlink(missing_ok=True)
-        (run.out / "args.json").write_text(json.dumps(dataclasses.asdict(args), indent=2))
-        (run.out / "config.yaml").write_text("".join(f"{k}: {json.dumps(v)}\n" for k, v in cfg.to_dict().items()))
-    if rank == 0 and args.resume:
-        _truncate_metrics(run.metrics_path, run.step)
+        clear_run_files(out)  # empty unless overwrite (claim_folder refused it otherwise)
+        (out / "args.json").write_text(json.dumps(dataclasses.asdict(args), indent=2))
+        (out / "config.yaml").write_text("".join(f"{k}: {json.dumps(v)}\n" for k, v in cfg.to_dict().items()))
 
     if world > 1:
         run.train_model = torch.nn.parallel.DistributedDataParallel(
@@ -243,6 +469,21 @@ def setup_run(args: PretrainArgs, model_class: type[MAE] = MAE) -> Run:
     run.fig_noise = model.mask_noise(run.fig_imgs.shape[0], device="cpu",
                                      generator=torch.Generator().manual_seed(FIGURE_MASK_SEED)).to(device)
     return run
+
+
+def _record_resume(run: Run, changed: dict[str, list[Any]]) -> None:
+    """``args.json`` describes the run as it continues, with every resume and what it changed."""
+    path = run.out / "args.json"
+    try:
+        history = json.loads(path.read_text()).get("resumed", [])
+    except (OSError, ValueError, AttributeError):
+        history = []
+    history = [*(history if isinstance(history, list) else []), {"step": run.step, "changed": changed}]
+    path.write_text(json.dumps({**dataclasses.asdict(run.args), "resumed": history}, indent=2))
+    if changed and run.rank == 0:
+        listed = ", ".join(f"{k} {old!r} -> {new!r}" for k, (old, new) in changed.items())
+        print(f"resuming {run.out} at step {run.step} with changed settings: {listed} (recorded in {path}; "
+              f"the learning-rate schedule keeps its {run.schedule.total_steps} steps)", file=sys.stderr)
 
 
 def micro_batches(run: Run, step_in_epoch: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -299,14 +540,18 @@ def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, schedul
 def train_one_epoch(run: Run, epoch: int) -> dict[str, float]:
     """Optimizer steps from ``run.step`` to the end of ``epoch`` (or of the run); logs as it goes.
 
-    Returns ``{"train_loss", "seconds", "images"}`` for the steps it ran.
+    Returns ``{"train_loss", "seconds", "images"}``: the epoch's mean loss (over all its steps, those
+    before a resume included) and the time and images of the steps run here. A stop signal saves
+    ``checkpoint.pt`` after the current step and raises :class:`TrainingInterrupted`.
     """
     args, start = run.args, epoch * run.steps_per_epoch
     end = min(start + run.steps_per_epoch, run.total_steps)
     run.loader.set_epoch(epoch)
+    if run.step == start:
+        run.epoch_loss_sum, run.epoch_loss_count = 0.0, 0
     bar = tqdm(total=end - start, initial=run.step - start, leave=True, desc=f"epoch {epoch + 1}/{args.epochs}",
                disable=run.rank != 0 or not args.progress, dynamic_ncols=True)
-    seen, tick, losses = 0, time.perf_counter(), []
+    seen, tick = 0, time.perf_counter()
     run.train_model.train()
     while run.step < end:
         batches = micro_batches(run, run.step - start)
@@ -315,13 +560,11 @@ def train_one_epoch(run: Run, epoch: int) -> dict[str, float]:
                               scaler=run.scaler, clip_grad=args.clip_grad)
         except NonFiniteLossError as exc:
             bar.close()
-            raise NonFiniteLossError(
-                f"{exc} at optimizer step {run.step + 1} (epoch {epoch + 1}). Likely causes: a learning rate "
-                f"too high for this batch (lower --blr, lengthen --warmup-epochs, add --clip-grad 1.0), fp16 "
-                f"overflow (use --amp bf16 or none), or inputs that are not normalised. The last good "
-                f"checkpoint, {run.ckpt_path}, is intact: fix and --resume.") from None
+            raise NonFiniteLossError(f"{exc} at optimizer step {run.step + 1} (epoch {epoch + 1}). "
+                                     + _nan_advice(run)) from None
         run.step += 1
-        losses.append(loss)
+        run.epoch_loss_sum += loss
+        run.epoch_loss_count += 1
         seen += sum(imgs.shape[0] for imgs, _ in batches) * run.world
         rate = seen / max(1e-9, time.perf_counter() - tick)
         bar.update(1)
@@ -331,8 +574,44 @@ def train_one_epoch(run: Run, epoch: int) -> dict[str, float]:
                               "lr": run.schedule.lr, "img_per_s": rate})
         if run.step % args.ckpt_every_steps == 0 and run.step < end:
             save_state(run)
+        if _stop_requested(run):
+            bar.close()
+            _save_and_stop(run)
     bar.close()
-    return {"train_loss": float(np.mean(losses or [np.nan])), "seconds": time.perf_counter() - tick, "images": seen}
+    mean = run.epoch_loss_sum / run.epoch_loss_count if run.epoch_loss_count else float("nan")
+    return {"train_loss": mean, "seconds": time.perf_counter() - tick, "images": seen}
+
+
+def _nan_advice(run: Run) -> str:
+    """What to do after a NaN, naming the checkpoint only when one exists."""
+    causes = ("Likely causes: a learning rate too high for this batch (a lower --blr, a longer --warmup-epochs, "
+              "--clip-grad 1.0), fp16 overflow (--amp bf16 or none), or inputs that are not normalised. ")
+    if run.saved_step is None:
+        return causes + (f"No checkpoint was saved before it (the first comes at step {run.args.ckpt_every_steps} "
+                         f"or at the end of epoch 1): fix the cause and start again with --overwrite.")
+    return causes + (f"The last good checkpoint, {run.ckpt_path} (step {run.saved_step}), is intact: start again "
+                     f"with a fix and --overwrite, or continue it with --resume and --clip-grad 1.0 or --amp bf16.")
+
+
+def _stop_requested(run: Run) -> bool:
+    """Whether any process got a stop signal (all processes stop after the same step)."""
+    stop = run.stop.signum is not None
+    if run.world > 1:
+        flag = torch.tensor([run.stop.signum or 0], device=run.device if run.device.type == "cuda" else "cpu")
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        stop, run.stop.signum = bool(flag.item()), int(flag.item()) or None
+    return stop
+
+
+def _save_and_stop(run: Run) -> None:
+    """Save ``checkpoint.pt`` at the current step and raise :class:`TrainingInterrupted` with the resume command."""
+    save_state(run)
+    if run.world > 1:
+        dist.barrier()
+    name = signal.Signals(run.stop.signum).name
+    raise TrainingInterrupted(
+        f"stopped by {name} at step {run.step} of {run.total_steps}; saved {run.ckpt_path}. Continue with:\n"
+        f"  {resume_command(run.args)}", run.stop.signum)
 
 
 def end_of_epoch(run: Run, epoch: int, stats: dict[str, float]) -> None:
@@ -364,7 +643,9 @@ def save_state(run: Run) -> None:
     atomic_save({"model": run.model.state_dict(), "optimizer": run.optimizer.state_dict(),
                  "scheduler": run.schedule.state_dict(), "scaler": run.scaler.state_dict() if run.scaler else {},
                  "rng": rng_state(), "step": run.step, "epoch": run.step // max(1, run.steps_per_epoch),
+                 "epoch_loss": [run.epoch_loss_sum, run.epoch_loss_count],
                  "config": run.model.config.to_dict(), "args": dataclasses.asdict(run.args)}, run.ckpt_path)
+    run.saved_step = run.step
 
 
 def log_metrics(run: Run, row: dict[str, Any]) -> None:
@@ -375,25 +656,65 @@ def log_metrics(run: Run, row: dict[str, Any]) -> None:
 
 
 def _truncate_metrics(path: Path, step: int) -> None:
-    """Drop rows logged after the checkpoint we resume from, so the log matches the weights."""
+    """Drop rows logged after the checkpoint we resume from, so the log matches the weights.
+
+    A last line cut short (the run was killed while writing it) is dropped with a warning; damage
+    anywhere else is refused, naming the file and the line.
+    """
     if not path.is_file():
         return
-    rows = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= step]
-    path.write_text("".join(r + "\n" for r in rows))
+    lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    rows = []
+    for number, line in enumerate(lines, 1):
+        try:
+            row = json.loads(line)
+            keep = row["step"] <= step
+        except (ValueError, KeyError, TypeError):
+            if number == len(lines):
+                print(f"warning: dropped the damaged last line of {path} (cut short when the run stopped): "
+                      f"{line[:60]!r}", file=sys.stderr)
+                break
+            raise RunError(f"{path} line {number} is not a metrics row ({line[:60]!r}): delete or repair that "
+                           f"line, then --resume again") from None
+        if keep:
+            rows.append(line)
+    path.write_text("".join(r + "\n" for r in rows), encoding="utf-8")
 
 
 # -------------------------------------------------------------------------------------- CLI
 def build_parser(recipe: dict[str, Any] | None = None) -> argparse.ArgumentParser:
     """The command line of ``python -m mae_lesson.pretrain``: a flag per :class:`PretrainArgs` field."""
-    parser = argparse.ArgumentParser(prog="python -m mae_lesson.pretrain", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m mae_lesson.pretrain", description=__doc__.split("\n")[0],
+        epilog=f"Ctrl-C or SIGTERM saves checkpoint.pt after the current step and prints the command that "
+               f"continues the run (exit code {EXIT_SIGINT} / {EXIT_SIGTERM}); an expected failure prints one "
+               f"error line (exit code 2).")
     parser.add_argument("--recipe", default=DEFAULT_RECIPE, metavar="NAME_OR_YAML",
                         help="training recipe whose values are the defaults of the flags below "
                              "(bundled: pretrain_cpu) (default: %(default)s)")
     add_dataclass_flags(parser, PretrainArgs, defaults=recipe, skip=("overrides",))
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="change a model config key, e.g. --set mask_ratio=0.5 --set norm_pix_loss=true")
-    parser.add_argument("--quick", action="store_true", help="a few-minute run: 1 epoch capped at 150 steps")
+                        help="change a model config key (a YAML value), e.g. --set mask_ratio=0.5 "
+                             "--set norm_pix_loss=true (default: none, the config's values)")
+    parser.add_argument("--quick", action="store_true",
+                        help="a few-minute run: 1 epoch capped at 150 steps, 0.2 warm-up epochs (default: off)")
     return parser
+
+
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    """``["key=value", ...]`` (YAML values) -> ``{key: value}``; refuses a malformed item."""
+    overrides = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"--set {item!r} needs KEY=VALUE, e.g. --set mask_ratio=0.5")
+        try:
+            overrides[key.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError as exc:
+            problem = str(exc).splitlines()[0]
+            raise ValueError(f"--set {item}: {value!r} is not a valid value ({problem}); write a number, "
+                             f"true/false, a word or a list such as [28, 28]") from None
+    return overrides
 
 
 def parse_args(argv: list[str] | None = None) -> PretrainArgs:
@@ -404,23 +725,25 @@ def parse_args(argv: list[str] | None = None) -> PretrainArgs:
     recipe = load_recipe(recipe_name)
     check_recipe(PretrainArgs, recipe, recipe_name)
     ns = build_parser(recipe).parse_args(argv)
-    overrides = {}
-    for item in ns.set:
-        key, _, value = item.partition("=")
-        overrides[key] = yaml.safe_load(value)
-    args = PretrainArgs(**dataclass_values(PretrainArgs, ns), overrides=overrides)
+    args = PretrainArgs(**dataclass_values(PretrainArgs, ns), overrides=parse_overrides(ns.set))
     if ns.quick:
         args = dataclasses.replace(args, epochs=1, max_steps=args.max_steps or 150, warmup_epochs=0.2)
+    model_config(args)  # a bad --config or --set fails here, before anything is loaded
     return args
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = parse_args(argv)
+    """``python -m mae_lesson.pretrain``: expected failures exit with code 2 and one message, no traceback."""
     try:
-        out = pretrain(args)
-    except (FileNotFoundError, ValueError, NonFiniteLossError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
+        with command_line_errors():
+            out = pretrain(parse_args(argv))
+    except TrainingInterrupted as stop:
+        if int(os.environ.get("RANK", "0")) == 0:
+            print(str(stop), file=sys.stderr)
+        raise SystemExit(stop.exit_code) from None
+    except KeyboardInterrupt:
+        print("interrupted before training started; nothing was saved", file=sys.stderr)
+        raise SystemExit(EXIT_SIGINT) from None
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -17,10 +18,12 @@ import torch
 from .cli import add_dataclass_flags, check_recipe, dataclass_values
 from .config import load_recipe
 from .data import ImageData, load_dataset
+from .errors import EXIT_SIGINT, command_line_errors
 from .evaluate import evaluate_loss, extract_features, knn_classify, linear_probe, pixel_features, summarize
 from .finetune import FinetuneArgs, finetune
 from .model import MAE
 from .pretrained import pretrained_path
+from .runfolder import check_out_path
 from .utils import get_device
 from .viz import confusion_figure, feature_map_figure, finetune_curve_figure
 
@@ -43,10 +46,10 @@ def results_table(checkpoint: str | Path, out: str | Path, seeds: list[int], fin
 
     Writes ``results.json``, ``results.md``, a confusion matrix and a feature map to ``out``.
     """
-    out = Path(out)
+    out = check_out_path(out)
+    pretrained = MAE.from_checkpoint(checkpoint).float()  # a bad checkpoint fails before the data is loaded
     out.mkdir(parents=True, exist_ok=True)
     train, test = load_dataset("fashion_mnist", data_root, "train"), load_dataset("fashion_mnist", data_root, "test")
-    pretrained = MAE.from_checkpoint(checkpoint).float()
     rows: dict[str, dict[str, list[float]]] = {}
     histories: dict[str, list[list[tuple[float, float]]]] = {}
     seconds: dict[str, list[float]] = {}  # training time of each fine-tune, without the evaluations
@@ -116,25 +119,30 @@ TABLE_RECIPE = "finetune_table"
 
 def build_parser(recipe: dict[str, Any] | None = None) -> argparse.ArgumentParser:
     """The command line of ``python -m mae_lesson.finetune``; its defaults are the ``finetune_table`` recipe."""
-    parser = argparse.ArgumentParser(prog="python -m mae_lesson.finetune", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m mae_lesson.finetune", description=__doc__.split("\n")[0],
+                                     epilog="An expected failure (a bad value, a missing or unreadable checkpoint, "
+                                            "a folder that cannot be written) prints one error line, exit code 2.")
     parser.add_argument("--recipe", default=TABLE_RECIPE, metavar="NAME_OR_YAML",
                         help="fine-tuning recipe whose values are the defaults of the flags below "
                              "(bundled: finetune_table, finetune_short) (default: %(default)s)")
     parser.add_argument("--checkpoint", default=str(pretrained_path()),
-                        help="an MAE checkpoint with its config (default: the shipped default, %(default)s)")
-    parser.add_argument("--out", default="runs/eval", help="folder for the results (default: %(default)s)")
+                        metavar="PATH", help="an MAE checkpoint with its config, read before the data "
+                                             "(default: the shipped default, %(default)s)")
+    parser.add_argument("--out", default="runs/eval", metavar="FOLDER",
+                        help="folder for the results, created if missing (default: %(default)s)")
     parser.add_argument("--mode", choices=["table", "probe", "finetune", "scratch"], default="table",
                         help="table: the README's results table; probe: linear probe and kNN on frozen features; "
                              "finetune / scratch: fine-tune the checkpoint / the same ViT from random weights "
                              "(default: %(default)s)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2],
-                        help="one fine-tune per seed (default: %(default)s)")
-    parser.add_argument("--probe-epochs", type=int, default=30,
-                        help="epochs of the linear probe on cached features (default: %(default)s)")
+                        metavar="SEED", help="one fine-tune per seed, each a whole run (default: %(default)s)")
+    parser.add_argument("--probe-epochs", type=int, default=30, metavar="EPOCHS",
+                        help="passes of the linear probe over the cached features, in epochs (default: %(default)s)")
     parser.add_argument("--pool", choices=["cls", "mean", "both"], nargs="+", default=["cls"],
                         help="features for --mode probe, one or more: the cls token (the paper's probe), the mean of "
                              "the patch tokens, or both concatenated (default: %(default)s)")
-    parser.add_argument("--data-root", default="data", help="folder that holds the datasets (default: %(default)s)")
+    parser.add_argument("--data-root", default="data", metavar="FOLDER",
+                        help="folder that holds the datasets (default: %(default)s)")
     add_dataclass_flags(parser, FinetuneArgs, defaults=load_recipe(TABLE_RECIPE) if recipe is None else recipe,
                         skip=("seed",))
     return parser
@@ -151,13 +159,27 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> None:
-    ns = parse_args(argv)
+    """``python -m mae_lesson.finetune``: expected failures exit with code 2 and one message, no traceback."""
+    try:
+        with command_line_errors():
+            run_command_line(parse_args(argv))
+    except KeyboardInterrupt:
+        print("interrupted; results.json holds every number measured so far", file=sys.stderr)
+        raise SystemExit(EXIT_SIGINT) from None
+
+
+def run_command_line(ns: argparse.Namespace) -> None:
+    """The work of :func:`main`: checks the values, the checkpoint and ``--out`` before loading any data."""
     ft_args = FinetuneArgs(**dataclass_values(FinetuneArgs, ns))
+    if ns.probe_epochs < 1:
+        raise ValueError(f"--probe-epochs must be at least 1, got {ns.probe_epochs}")
     if ns.mode == "table":
         print(results_table(ns.checkpoint, ns.out, ns.seeds, ft_args, ns.data_root, ns.probe_epochs))
         return
-    train, test = load_dataset("fashion_mnist", ns.data_root, "train"), load_dataset("fashion_mnist", ns.data_root, "test")
     mae = MAE.from_checkpoint(ns.checkpoint).float()
+    if ns.mode == "probe":
+        check_out_path(ns.out)
+    train, test = load_dataset("fashion_mnist", ns.data_root, "train"), load_dataset("fashion_mnist", ns.data_root, "test")
     if ns.mode == "probe":
         scores = {}
         for pool in ns.pool:
