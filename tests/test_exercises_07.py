@@ -7,12 +7,25 @@ as the notebook's reference cells are.
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 import torch.nn.functional as F
+from torch import nn
 
+from mae_lesson.classifier import layer_decay_scales
 from mae_lesson.exercises import ExerciseError
-from mae_lesson.exercises.finetuning import check_knn, check_mean_pool
+from mae_lesson.exercises.finetuning import (
+    _loop_variant,
+    _probe_variant,
+    check_classifier_head,
+    check_finetune_steps,
+    check_knn,
+    check_layer_decay_scales,
+    check_linear_probe,
+    check_mean_pool,
+)
 
 
 def rejects(checker, fn, *phrases: str) -> str:
@@ -31,8 +44,12 @@ def accepts(checker, fn, capsys) -> None:
     assert capsys.readouterr().out.startswith("Correct: ")
 
 
-def raising(*args):
-    raise NotImplementedError("your code")
+def crashing(*args):
+    raise RuntimeError("shape mismatch")
+
+
+def stub(*args):
+    """An untouched exercise stub: its body is ``...``."""
 
 
 # --------------------------------------------------------------------------- 07 fine-tuning
@@ -106,6 +123,177 @@ def test_knn_rejects_mistakes(change, phrases):
 
 
 def test_knn_rejects_crash_and_shape():
-    with pytest.raises(ExerciseError, match="raised NotImplementedError"):
-        check_knn(raising)
+    with pytest.raises(ExerciseError, match="raised RuntimeError"):
+        check_knn(crashing)
     rejects(check_knn, lambda a, b, c, k, t: knn_ok(a, b, c, k, t)[:-1], "shape")
+
+
+# ------------------------------------------------------------------ not attempted (the stub)
+@pytest.mark.parametrize("checker, name", [
+    (check_mean_pool, "mean_pool"), (check_knn, "knn"), (check_linear_probe, "linear_probe"),
+    (check_classifier_head, "classifier_head"), (check_layer_decay_scales, "layer_decay_scales"),
+    (check_finetune_steps, "finetune_steps"),
+])
+def test_untouched_stub_is_not_attempted(checker, name, capsys):
+    assert checker(stub) is False
+    assert capsys.readouterr().out.strip() == f"Not attempted yet: write my_{name} above, or open the reference solution below."
+
+
+# ------------------------------------------------------------------------------ linear probe
+def probe_ok(train_x, train_y, test_x, epochs, batch_size, lr, seed):
+    """The paper's probe written out: BatchNorm without affine, a linear layer, AdamW, cosine."""
+    torch.manual_seed(seed)
+    shuffle = torch.Generator().manual_seed(seed)
+    probe = nn.Sequential(nn.BatchNorm1d(train_x.shape[1], affine=False, eps=1e-6),
+                          nn.Linear(train_x.shape[1], int(train_y.max()) + 1))
+    nn.init.trunc_normal_(probe[1].weight, std=0.01)
+    nn.init.zeros_(probe[1].bias)
+    optimizer = torch.optim.AdamW(probe.parameters(), lr=lr, weight_decay=0.0)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs * math.ceil(len(train_x) / batch_size))
+    for _ in range(epochs):
+        for ids in torch.randperm(len(train_x), generator=shuffle).split(batch_size):
+            loss = F.cross_entropy(probe(train_x[ids]), train_y[ids])
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+    probe.eval()
+    with torch.no_grad():
+        return probe(test_x).argmax(dim=1)
+
+
+def test_linear_probe_accepts_reference(capsys):
+    accepts(check_linear_probe, probe_ok, capsys)
+
+
+def test_linear_probe_accepts_another_shuffle_within_tolerance(capsys):
+    def other_shuffle(train_x, train_y, test_x, epochs, batch_size, lr, seed):
+        return probe_ok(train_x, train_y, test_x, epochs, batch_size, lr, seed + 1)
+    assert check_linear_probe(other_shuffle) is True
+    assert "not bit for bit" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("change, phrases", [
+    ("no_norm", ["no BatchNorm"]),
+    ("affine", ["affine=True"]),
+    ("train_mode", ["probe.eval()"]),
+    ("no_schedule", ["constant learning rate"]),
+])
+def test_linear_probe_rejects_mistakes(change, phrases):
+    rejects(check_linear_probe, lambda *args: _probe_variant(*args, change=change), *phrases)
+
+
+def test_linear_probe_rejects_accuracy_and_logits():
+    rejects(check_linear_probe, lambda *args: (probe_ok(*args) == 0).float().mean(), "not the accuracy")
+    rejects(check_linear_probe, lambda *args: F.one_hot(probe_ok(*args), 4).float(), "argmax")
+    rejects(check_linear_probe, lambda tx, ty, sx, *rest: torch.zeros(len(sx), dtype=torch.long), "the same on only")
+
+
+# ----------------------------------------------------------------------------- classifier head
+def test_classifier_head_accepts_reference(capsys):
+    accepts(check_classifier_head, lambda x, norm, head: head(norm(x[:, 1:].mean(dim=1))), capsys)
+
+
+@pytest.mark.parametrize("fn, phrases", [
+    (lambda x, norm, head: head(norm(x.mean(dim=1))), ["cls token included"]),
+    (lambda x, norm, head: head(norm(x[:, 0])), ["the cls token instead"]),
+    (lambda x, norm, head: head(norm(x[:, 1:]).mean(dim=1)), ["before pooling"]),
+    (lambda x, norm, head: head(x[:, 1:].mean(dim=1)), ["no fc_norm"]),
+    (lambda x, norm, head: head(norm(x[:, 1:].mean(dim=1))).softmax(dim=-1), ["return the logits"]),
+    (lambda x, norm, head: head(norm(x[:, 2:].mean(dim=1))), ["values differ"]),
+    (lambda x, norm, head: norm(x[:, 1:].mean(dim=1)), ["shape"]),
+])
+def test_classifier_head_rejects_mistakes(fn, phrases):
+    rejects(check_classifier_head, fn, *phrases)
+
+
+# -------------------------------------------------------------------------- layer-wise lr decay
+def decay_ok(model, decay):
+    depth = len(model.blocks)
+    out = {}
+    for name, _ in model.named_parameters():
+        if name.startswith(("cls_token", "pos_embed", "patch_embed")):
+            layer = 0
+        elif name.startswith("blocks."):
+            layer = int(name.split(".")[1]) + 1
+        else:
+            layer = depth + 1
+        out[name] = decay ** (depth + 1 - layer)
+    return out
+
+
+def _decay_with(block_shift=1, power="top", head_layer=None, one_digit=False):
+    def fn(model, decay):
+        depth = len(model.blocks)
+        out = {}
+        for name, _ in model.named_parameters():
+            if name.startswith(("cls_token", "pos_embed", "patch_embed")):
+                layer = 0
+            elif name.startswith("blocks."):
+                layer = (int(name[7]) if one_digit else int(name.split(".")[1])) + block_shift
+            else:
+                layer = depth + 1 if head_layer is None else head_layer(depth)
+            out[name] = decay ** (depth + 1 - layer if power == "top" else layer)
+        return out
+    return fn
+
+
+def test_layer_decay_accepts_reference(capsys):
+    accepts(check_layer_decay_scales, decay_ok, capsys)
+    accepts(check_layer_decay_scales, layer_decay_scales, capsys)
+
+
+@pytest.mark.parametrize("fn, phrases", [
+    (_decay_with(block_shift=0), ["blocks numbered from 0", "layer i + 1"]),
+    (_decay_with(power="bottom"), ["wrong end"]),
+    (_decay_with(head_layer=lambda depth: depth), ["layer depth + 1"]),
+    (_decay_with(one_digit=True), ["blocks.10"]),
+    (lambda model, decay: {k: v for k, v in decay_ok(model, decay).items() if "head" not in k}, ["missing", "head"]),
+    (lambda model, decay: [decay_ok(model, decay)], ["expected a dict"]),
+    (lambda model, decay: {k: v * 0.5 if k == "fc_norm.bias" else v for k, v in decay_ok(model, decay).items()},
+     ["fc_norm.bias"]),
+])
+def test_layer_decay_rejects_mistakes(fn, phrases):
+    rejects(check_layer_decay_scales, fn, *phrases)
+
+
+# ----------------------------------------------------------------------------- fine-tuning loop
+def loop_ok(model, loader, optimizer, schedule, steps, label_smoothing):
+    return _loop_variant(model, loader, optimizer, schedule, steps, label_smoothing, change="none")
+
+
+def test_finetune_steps_accepts_reference(capsys):
+    accepts(check_finetune_steps, loop_ok, capsys)
+
+
+def test_finetune_steps_accepts_the_packages_soft_target_loss(capsys):
+    """The package's way of writing the smoothed loss (sum of -target * log_softmax) passes too."""
+    def soft_targets(model, loader, optimizer, schedule, steps, label_smoothing):
+        losses = []
+        for step in range(steps):
+            loader.set_epoch(step // len(loader))
+            imgs, labels, _ = loader.batch(step % len(loader))
+            logits = model(imgs)
+            target = F.one_hot(labels, logits.shape[1]).float() * (1 - label_smoothing) + label_smoothing / logits.shape[1]
+            loss = torch.sum(-target * F.log_softmax(logits, dim=1), dim=1).mean()
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+            losses.append(loss.item())
+        return losses
+    accepts(check_finetune_steps, soft_targets, capsys)
+
+
+@pytest.mark.parametrize("change, phrases", [
+    ("no_zero_grad", ["zero_grad"]),
+    ("no_schedule", ["got the starting weights", "schedule.step()"]),
+    ("no_set_epoch", ["set_epoch"]),
+    ("no_smoothing", ["label smoothing"]),
+])
+def test_finetune_steps_rejects_mistakes(change, phrases):
+    rejects(check_finetune_steps, lambda *args: _loop_variant(*args, change=change), *phrases)
+
+
+def test_finetune_steps_rejects_wrong_return():
+    rejects(check_finetune_steps, lambda *args: loop_ok(*args)[:-1], "list of")
