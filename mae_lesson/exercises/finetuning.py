@@ -392,8 +392,8 @@ def _check_finetune_steps(fn: Callable[..., list[float]]) -> bool:
                             f"{type(losses).__name__}" + (f" of length {len(losses)}" if isinstance(losses, (list, tuple)) else ""))
     diff, name = _max_difference(model, expected)
     if diff <= LOOP_ATOL:
-        return passed("finetune_steps", f"after {total} steps every weight equals finetune()'s within {diff:.1g} "
-                                        f"(float rounding of the two ways to write the smoothed loss)")
+        return passed("finetune_steps", f"after {total} steps every weight equals finetune()'s within {LOOP_ATOL:g}, "
+                                        f"the float rounding of the two ways to write the smoothed loss")
     if _max_difference(model, start)[0] == 0.0:
         raise ExerciseError(f"{where}: expected the weights to change (finetune() moves {name} by "
                             f"{_max_difference(expected, start)[0]:.3g}), got the starting weights: call "
