@@ -159,3 +159,44 @@ def test_metadata_keys_are_checked_per_channel():
     Config(in_chans=1, norm_mean=[0.5], norm_std=[0.2])
     with pytest.raises(ValueError, match="norm_mean"):
         Config(in_chans=3, norm_mean=[0.5])
+
+
+@pytest.mark.parametrize(
+    "values, pattern",
+    [
+        ({"norm_pix_loss": "nope"}, "norm_pix_loss must be true or false, got 'nope'"),
+        ({"norm_pix_loss": "no"}, "norm_pix_loss must be true or false, got 'no'"),
+        ({"grad_checkpointing": 1}, "grad_checkpointing must be true or false, got 1"),
+        ({"mlp_ratio": "4"}, r"mlp_ratio must be a number, got '4'; write it without quotes \(mlp_ratio: 4\)"),
+        ({"mask_ratio": "0.5"}, "mask_ratio must be a number"),
+        ({"embed_dim": True}, "embed_dim must be a whole number, got True"),
+        ({"patch_size": 4.0}, "patch_size must be a whole number"),
+        ({"mask_type": 3}, "mask_type must be a string"),
+        ({"img_size": [1, 2, 3]}, "img_size must be a positive int or a pair"),
+        ({"norm_mean": 0.5}, r"norm_mean must be a list of numbers, one per channel, got 0.5"),
+        ({"in_chans": 1, "norm_std": ["a"]}, "norm_std must be a list of numbers"),
+    ],
+)
+def test_values_of_the_wrong_type_are_refused(values, pattern):
+    with pytest.raises(ValueError, match=pattern):
+        Config(values)
+
+
+def test_quoted_yaml_values_are_refused_not_misread(tmp_path):
+    path = tmp_path / "quoted.yaml"
+    path.write_text('norm_pix_loss: "no"\n')
+    with pytest.raises(ValueError, match="norm_pix_loss must be true or false"):
+        Config.from_file(path)
+    path.write_text("norm_pix_loss: no\nmlp_ratio: 4\n")  # YAML's unquoted no is false, 4 a number
+    assert Config.from_file(path).norm_pix_loss is False and Config.from_file(path).mlp_ratio == 4
+
+
+def test_a_scalar_mean_is_one_channels_list():
+    cfg = Config(in_chans=1, norm_mean=0.286, norm_std=0.353)
+    assert cfg.norm_mean == [0.286] and cfg.norm_std == [0.353]
+
+
+def test_a_mask_ratio_that_leaves_no_visible_patch_is_refused():
+    with pytest.raises(ValueError, match=r"keeps int\(16 x 0.01\) = 0 of the 16 patches.*at most 1 - 1/16 = 0.9375"):
+        Config(img_size=28, patch_size=7, mask_ratio=0.99)
+    assert Config(img_size=28, patch_size=7, mask_ratio=0.9375).mask_ratio == 0.9375  # keeps 1 patch

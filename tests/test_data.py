@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from mae_lesson import data as data_mod
-from mae_lesson.data import (BatchLoader, ImageData, load_cifar10, load_dataset, load_fashion_mnist,
+from mae_lesson.data import (SEED_STRIDE, BatchLoader, ImageData, load_cifar10, load_dataset, load_fashion_mnist,
                              load_image_folder, normalize, random_resized_crop_flip, read_idx)
 
 
@@ -174,3 +174,21 @@ def test_loader_epochs_differ_and_cover_data():
 def test_global_batch_must_split_over_processes():
     with pytest.raises(ValueError, match="divisible"):
         BatchLoader(tiny_data(), 9, 8, world_size=2)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float16, torch.float32])
+def test_float_images_are_refused_naming_the_dtype_and_the_fix(dtype):
+    images = torch.rand(4, 1, 8, 8).to(dtype)
+    with pytest.raises(ValueError, match=rf"dtype {dtype}.*\.to\(torch\.uint8\)"):
+        ImageData(images, torch.zeros(4, dtype=torch.long), ("x",), (0.5,), (0.25,))
+
+
+def test_batch_seeds_of_steps_epochs_and_seeds_never_collide():
+    data = ImageData(torch.zeros(4, 1, 8, 8, dtype=torch.uint8), torch.zeros(4, dtype=torch.long), ("x",), (0.5,), (0.25,))
+    seeds = set()
+    for seed in range(3):
+        loader = BatchLoader(data, 2, 8, seed=seed)
+        for epoch in range(3):
+            loader.set_epoch(epoch)
+            seeds |= {loader.batch_seed(step) for step in range(3)}
+    assert len(seeds) == 27 and SEED_STRIDE > 10**6

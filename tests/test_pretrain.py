@@ -112,6 +112,14 @@ def test_sigkill_then_resume_matches_uninterrupted(tmp_path):
     a, b = weights(straight / "model.pt"), weights(killed / "model.pt")
     for key in a:
         assert torch.equal(a[key], b[key]), key
+    # The killed run's lock and half-written saves are gone; each epoch's mean loss is the uninterrupted run's.
+    assert not (killed / ".lock").exists() and not list(killed.glob(".*.tmp"))
+    assert epoch_losses(killed) == epoch_losses(straight)
+
+
+def epoch_losses(out: Path) -> list[float]:
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    return [r["train_loss"] for r in rows if r["kind"] == "epoch"]
 
 
 @needs_fmnist
