@@ -27,6 +27,7 @@ from mae_lesson.checkpoint import atomic_save, safe_load
 from mae_lesson.data import DEBIAN_FASHION_MNIST
 from mae_lesson.errors import EXIT_SIGINT, EXIT_SIGTERM, RunError, describe
 from mae_lesson.pretrain import NonFiniteLossError, PretrainArgs, model_config, pretrain
+from mae_lesson.pretrained import load_pretrained
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = {"embed_dim": 32, "encoder_depth": 1, "encoder_num_heads": 2, "decoder_embed_dim": 32,
@@ -348,12 +349,14 @@ def test_the_nan_message_promises_no_checkpoint_that_does_not_exist(tmp_path, mo
 
 
 # ------------------------------------------------------------------------------ the finetune command line
-@pytest.mark.parametrize("content", [None, b"not a checkpoint at all"])
+@pytest.mark.parametrize("content", ["missing", "garbage", "unsafe"])
 @pytest.mark.parametrize("mode", ["probe", "table", "finetune"])
 def test_finetune_with_a_bad_checkpoint_fails_before_loading_data(content, mode, tmp_path, capsys, monkeypatch):
     path = tmp_path / "model.pt"
-    if content is not None:
-        path.write_bytes(content)
+    if content == "garbage":
+        path.write_bytes(b"not a checkpoint at all")
+    elif content == "unsafe":
+        torch.save({"model": {}, "config": {}, "hook": print}, path)  # needs a Python callable to unpickle
 
     def no_data(*args, **kwargs):
         raise AssertionError("the dataset was loaded before the checkpoint was checked")
@@ -364,6 +367,21 @@ def test_finetune_with_a_bad_checkpoint_fails_before_loading_data(content, mode,
     assert exit_.value.code == 2
     message = one_error_line(capsys.readouterr().err)
     assert str(path) in message and len(message.splitlines()) == 1, message
+
+
+@pytest.mark.parametrize("place", ["file", "under_a_file"])
+def test_finetune_out_on_or_under_a_file_fails_before_loading_data(place, tiny_model, tmp_path, capsys, monkeypatch):
+    tiny_model.save_checkpoint(tmp_path / "model.pt")
+    blocker = tmp_path / "taken"
+    blocker.write_text("keep me")
+    out = blocker if place == "file" else blocker / "eval"
+    monkeypatch.setattr(results, "load_dataset", lambda *a, **k: pytest.fail("data loaded before --out was checked"))
+    for mode in ("probe", "table"):
+        with pytest.raises(SystemExit) as exit_:
+            results.main(["--mode", mode, "--checkpoint", str(tmp_path / "model.pt"), "--out", str(out)])
+        assert exit_.value.code == 2
+        assert str(out) in one_error_line(capsys.readouterr().err)
+    assert blocker.read_text() == "keep me"
 
 
 def test_finetune_command_line_refuses_bad_values_in_one_line(tmp_path):
@@ -401,6 +419,10 @@ def test_a_small_checkpoint_asking_for_a_huge_model_costs_nothing(tmp_path, monk
     with pytest.raises(ValueError, match="does not match its own config"):
         MAE.from_checkpoint(path)
     assert devices == ["meta"] and time.perf_counter() - start < 60
+    (tmp_path / "mae_hostile.pt").write_bytes(path.read_bytes())
+    with pytest.raises(ValueError, match="does not match its own config"):
+        load_pretrained("mae_hostile", data_dir=tmp_path)
+    assert devices == ["meta", "meta"]
 
 
 def test_from_checkpoint_still_builds_a_real_model(tiny_model, tmp_path):
