@@ -19,12 +19,11 @@ import random
 import shlex
 import signal
 import sys
-import threading
 import time
-from contextlib import contextmanager, nullcontext
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -36,11 +35,11 @@ from tqdm.auto import tqdm
 from .amp import AMP_CHOICES, autocast_for
 from .checkpoint import atomic_save, safe_load
 from .cli import add_dataclass_flags, arg_field, check_field_types, check_recipe, dataclass_values
-from .config import METADATA_KEYS, Config, load_recipe
+from .config import Config, load_recipe
 from .data import BatchLoader, ImageData, eval_transform, load_dataset
 from .errors import EXIT_SIGINT, EXIT_SIGTERM, RunError, command_line_errors
-from .runfolder import (acquire_lock, check_out_path, clear_run_files, release_lock, remove_temp_files,
-                        run_files)
+from .runfolder import check_resume, claim_folder, clear_run_files, release_lock, truncate_metrics
+from .stopping import StopRequest, TrainingInterrupted, stop_on_signals
 from .evaluate import evaluate_loss
 from .model import MAE
 from .optim import WarmupCosine, param_groups, scaled_lr
@@ -54,13 +53,6 @@ _RECIPE = load_recipe(DEFAULT_RECIPE)
 # Seeds of the fixed test images' masks, and of each batch's mask relative to its augmentation seed.
 FIGURE_MASK_SEED = 1234
 MASK_SEED_OFFSET = 1
-# Settings a resumed run must share with its checkpoint: they decide the batches, the masks and the
-# update. The model config is compared key by key; everything else (epochs, intervals, device...)
-# may change and is recorded in args.json under "resumed".
-RESUME_FIXED = ("dataset", "train_images", "batch_size", "accum_iter", "schedule_steps", "blr", "lr", "min_lr",
-                "warmup_epochs", "weight_decay", "seed")
-# Config keys that do not change the weights, so a resume may change them.
-RESUME_FREE_CONFIG = ("model_name", "grad_checkpointing", *METADATA_KEYS)
 
 
 @dataclass
@@ -178,54 +170,6 @@ class NonFiniteLossError(RuntimeError):
     """The loss became NaN or Inf; the last good checkpoint is left untouched."""
 
 
-class TrainingInterrupted(KeyboardInterrupt):
-    """Ctrl-C (SIGINT) or SIGTERM stopped the run between two steps, after saving ``checkpoint.pt``."""
-
-    def __init__(self, message: str, signum: int) -> None:
-        super().__init__(message)
-        self.signum = signum
-
-    @property
-    def exit_code(self) -> int:
-        return EXIT_SIGTERM if self.signum == signal.SIGTERM else EXIT_SIGINT
-
-
-class StopRequest:
-    """Set by the signal handler; the loop reads it between steps (never mid-step)."""
-
-    def __init__(self) -> None:
-        self.signum: int | None = None
-
-
-@contextmanager
-def stop_on_signals(rank: int = 0) -> Iterator[StopRequest]:
-    """While training, SIGINT and SIGTERM ask the loop to save and stop after the current step.
-
-    A second signal acts at once (the handler in place before). Outside the main thread, where
-    handlers cannot be installed, signals keep their usual effect.
-    """
-    request = StopRequest()
-    if threading.current_thread() is not threading.main_thread():
-        yield request
-        return
-    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
-
-    def handler(signum: int, frame: Any) -> None:
-        request.signum = signum
-        signal.signal(signum, previous[signum])
-        if rank == 0:
-            print(f"\n{signal.Signals(signum).name}: saving a checkpoint after this step, then stopping "
-                  f"(send it again to stop at once, without saving)", file=sys.stderr, flush=True)
-
-    for sig in previous:
-        signal.signal(sig, handler)
-    try:
-        yield request
-    finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
-
-
 def resume_command(args: PretrainArgs) -> str:
     """The shell command that continues ``args``'s run: its non-default flags plus ``--resume``."""
     defaults = PretrainArgs()
@@ -310,7 +254,7 @@ def pretrain(args: PretrainArgs | None = None, model_class: type[MAE] = MAE, **k
     """
     run = setup_run(dataclasses.replace(args or PretrainArgs(), **kwargs), model_class)
     try:
-        with stop_on_signals(run.rank) as run.stop:
+        with stop_on_signals(announce=run.rank == 0) as run.stop:
             while run.step < run.total_steps:
                 epoch = run.step // run.steps_per_epoch
                 stats = train_one_epoch(run, epoch)
@@ -334,55 +278,6 @@ def _share_outcome(problem: str | None, rank: int, world: int) -> None:
         raise RunError(box[0])
 
 
-def claim_folder(args: PretrainArgs) -> tuple[Path, bool, Path | None]:
-    """Check ``--out``, lock it and decide fresh or resumed, before anything is loaded or written.
-
-    Returns ``(lock, created, checkpoint)``: ``created`` when the folder did not exist (removed
-    again if the set-up fails), ``checkpoint`` the file to resume from (``None``: start fresh).
-    Refuses a fresh run into a folder that holds a run unless ``args.overwrite``.
-    """
-    out = check_out_path(args.out)
-    created = not out.exists()
-    out.mkdir(parents=True, exist_ok=True)
-    lock = acquire_lock(out)
-    try:
-        remove_temp_files(out)
-        ckpt = out / "checkpoint.pt"
-        if args.resume and ckpt.is_file():
-            return lock, created, ckpt
-        if args.resume:
-            print(f"nothing to resume in {out} (no checkpoint.pt), starting fresh", file=sys.stderr)
-        elif run_files(out) and not args.overwrite:
-            raise RunError(
-                f"{out} already holds a run ({', '.join(run_files(out)[:4])}): continue it with --resume "
-                f"(resume=True), start it over with --overwrite (overwrite=True, deletes it), or choose another --out")
-        return lock, created, None
-    except BaseException:
-        release_lock(lock)
-        raise
-
-
-def check_resume(args: PretrainArgs, state: dict[str, Any], ckpt: Path) -> dict[str, list[Any]]:
-    """Refuse a resume whose model, batches or schedule differ from the checkpoint's run.
-
-    Returns the settings that changed and may (epochs, intervals, device, ...): ``{name: [old, new]}``.
-    """
-    stored_args, stored_cfg = state.get("args") or {}, state.get("config") or {}
-    wanted = model_config(args)
-    lines = [f"  config {key}: {stored_cfg.get(key)!r} in the run, {wanted.get(key)!r} now"
-             for key in sorted(set(wanted) | set(stored_cfg))
-             if key not in RESUME_FREE_CONFIG and stored_cfg.get(key) != wanted.get(key)]
-    now = dataclasses.asdict(args)
-    lines += [f"  {name}: {stored_args[name]!r} in the run, {now[name]!r} now"
-              for name in RESUME_FIXED if name in stored_args and stored_args[name] != now[name]]
-    if lines:
-        raise RunError(f"cannot resume {ckpt} (step {state.get('step')}): these settings differ from its run's\n"
-                       + "\n".join(lines) + f"\nresume with the run's settings (in {ckpt.parent / 'args.json'}), "
-                       f"or start a new run with another --out (or --overwrite)")
-    return {name: [stored_args[name], now[name]] for name in now
-            if name in stored_args and name not in ("resume", "overwrite") and stored_args[name] != now[name]}
-
-
 def setup_run(args: PretrainArgs, model_class: type[MAE] = MAE) -> Run:
     """The run folder (checked and locked first), data, model, optimizer, schedule, mixed precision,
     then the resumed state. Nothing in the folder changes until every check has passed."""
@@ -391,7 +286,7 @@ def setup_run(args: PretrainArgs, model_class: type[MAE] = MAE) -> Run:
     lock, created, resume_from = None, False, None
     if rank == 0:
         try:
-            lock, created, resume_from = claim_folder(args)
+            lock, created, resume_from = claim_folder(args.out, args.resume, args.overwrite)
         except Exception as exc:
             _share_outcome(f"rank 0 could not start: {exc}", rank, world)
             raise
@@ -415,7 +310,7 @@ def _build_run(args: PretrainArgs, model_class: type[MAE], rank: int, world: int
     state, changed = None, {}
     if resume_from is not None:
         state = safe_load(resume_from, map_location=device)
-        changed = check_resume(args, state, resume_from)
+        changed = check_resume(dataclasses.asdict(args), model_config(args), state, resume_from)
     set_seed(args.seed)
     wanted = model_config(args)
     train_data = load_dataset(args.dataset, args.data_root, "train", args.download, wanted.img_size,
@@ -453,7 +348,7 @@ def _build_run(args: PretrainArgs, model_class: type[MAE], rank: int, world: int
         run.step = run.saved_step = int(state["step"])
         run.epoch_loss_sum, run.epoch_loss_count = state.get("epoch_loss", (0.0, 0))
         if rank == 0:
-            _truncate_metrics(run.metrics_path, run.step)
+            truncate_metrics(run.metrics_path, run.step)
             _record_resume(run, changed)
     elif rank == 0:
         clear_run_files(out)  # empty unless overwrite (claim_folder refused it otherwise)
@@ -653,32 +548,6 @@ def log_metrics(run: Run, row: dict[str, Any]) -> None:
     if run.rank == 0:
         with open(run.metrics_path, "a", encoding="utf-8") as handle:
             handle.write(json.dumps(row) + "\n")
-
-
-def _truncate_metrics(path: Path, step: int) -> None:
-    """Drop rows logged after the checkpoint we resume from, so the log matches the weights.
-
-    A last line cut short (the run was killed while writing it) is dropped with a warning; damage
-    anywhere else is refused, naming the file and the line.
-    """
-    if not path.is_file():
-        return
-    lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    rows = []
-    for number, line in enumerate(lines, 1):
-        try:
-            row = json.loads(line)
-            keep = row["step"] <= step
-        except (ValueError, KeyError, TypeError):
-            if number == len(lines):
-                print(f"warning: dropped the damaged last line of {path} (cut short when the run stopped): "
-                      f"{line[:60]!r}", file=sys.stderr)
-                break
-            raise RunError(f"{path} line {number} is not a metrics row ({line[:60]!r}): delete or repair that "
-                           f"line, then --resume again") from None
-        if keep:
-            rows.append(line)
-    path.write_text("".join(r + "\n" for r in rows), encoding="utf-8")
 
 
 # -------------------------------------------------------------------------------------- CLI

@@ -14,7 +14,9 @@ import socket
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
+from .config import METADATA_KEYS
 from .errors import RunError
 
 LOCK_NAME = ".lock"
@@ -130,3 +132,90 @@ def release_lock(lock: Path | None) -> None:
     holder = read_lock(lock.parent)
     if holder and holder.get("pid") == os.getpid() and holder.get("host") == socket.gethostname():
         lock.unlink(missing_ok=True)
+
+
+# ------------------------------------------------------------------------------ resume
+# Settings a resumed run must share with its checkpoint: they decide the batches, the masks and the
+# update. The model config is compared key by key; everything else (epochs, intervals, device...)
+# may change and is recorded.
+RESUME_FIXED = ("dataset", "train_images", "batch_size", "accum_iter", "schedule_steps", "blr", "lr", "min_lr",
+                "warmup_epochs", "weight_decay", "seed")
+# Config keys that do not change the weights (labels, data statistics, memory), so a resume may change them.
+RESUME_FREE_CONFIG = ("model_name", "grad_checkpointing", *METADATA_KEYS)
+# Arguments that say how to start, not what the run is.
+START_FLAGS = ("resume", "overwrite")
+
+
+def claim_folder(out: str | Path, resume: bool, overwrite: bool) -> tuple[Path, bool, Path | None]:
+    """Check ``out``, lock it and decide fresh or resumed, before anything is loaded or written.
+
+    Returns ``(lock, created, checkpoint)``: ``created`` when the folder did not exist (to remove
+    again if the set-up fails), ``checkpoint`` the file to resume from (``None``: start fresh).
+    Refuses a fresh run into a folder that holds a run unless ``overwrite``.
+    """
+    folder = check_out_path(out)
+    created = not folder.exists()
+    folder.mkdir(parents=True, exist_ok=True)
+    lock = acquire_lock(folder)
+    try:
+        remove_temp_files(folder)
+        ckpt = folder / "checkpoint.pt"
+        if resume and ckpt.is_file():
+            return lock, created, ckpt
+        if resume:
+            print(f"nothing to resume in {folder} (no checkpoint.pt), starting fresh", file=sys.stderr)
+        elif run_files(folder) and not overwrite:
+            raise RunError(
+                f"{folder} already holds a run ({', '.join(run_files(folder)[:4])}): continue it with --resume "
+                f"(resume=True), start it over with --overwrite (overwrite=True, deletes it), or choose another --out")
+        return lock, created, None
+    except BaseException:
+        release_lock(lock)
+        raise
+
+
+def check_resume(now: dict[str, Any], config: dict[str, Any], state: dict[str, Any], ckpt: Path) -> dict[str, list[Any]]:
+    """Refuse a resume whose model, batches or schedule differ from the checkpoint's run.
+
+    Args:
+        now: the arguments of this call (``dataclasses.asdict(PretrainArgs)``). config: the model
+            config they describe. state: the checkpoint (its ``args``, ``config`` and ``step``).
+    Returns the arguments that changed and may (epochs, intervals, device, ...): ``{name: [old, new]}``.
+    """
+    stored_args, stored_cfg = state.get("args") or {}, state.get("config") or {}
+    lines = [f"  config {key}: {stored_cfg.get(key)!r} in the run, {config.get(key)!r} now"
+             for key in sorted(set(config) | set(stored_cfg))
+             if key not in RESUME_FREE_CONFIG and stored_cfg.get(key) != config.get(key)]
+    lines += [f"  {name}: {stored_args[name]!r} in the run, {now[name]!r} now"
+              for name in RESUME_FIXED if name in stored_args and name in now and stored_args[name] != now[name]]
+    if lines:
+        raise RunError(f"cannot resume {ckpt} (step {state.get('step')}): these settings differ from its run's\n"
+                       + "\n".join(lines) + f"\nresume with the run's settings (in {ckpt.parent / 'args.json'}), "
+                       f"or start a new run with another --out (or --overwrite)")
+    return {name: [stored_args[name], value] for name, value in now.items()
+            if name in stored_args and name not in START_FLAGS and stored_args[name] != value}
+
+
+def truncate_metrics(path: Path, step: int) -> None:
+    """Drop rows logged after the checkpoint a run resumes from, so the log matches the weights.
+
+    A last line cut short (the run was killed while writing it) is dropped with a warning; damage
+    anywhere else is refused, naming the file and the line.
+    """
+    if not path.is_file():
+        return
+    lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    rows = []
+    for number, line in enumerate(lines, 1):
+        try:
+            keep = json.loads(line)["step"] <= step
+        except (ValueError, KeyError, TypeError):
+            if number == len(lines):
+                print(f"warning: dropped the damaged last line of {path} (cut short when the run stopped): "
+                      f"{line[:60]!r}", file=sys.stderr)
+                break
+            raise RunError(f"{path} line {number} is not a metrics row ({line[:60]!r}): delete or repair that "
+                           f"line, then --resume again") from None
+        if keep:
+            rows.append(line)
+    path.write_text("".join(r + "\n" for r in rows), encoding="utf-8")

@@ -28,6 +28,7 @@ from mae_lesson.data import DEBIAN_FASHION_MNIST
 from mae_lesson.errors import EXIT_SIGINT, EXIT_SIGTERM, RunError, describe
 from mae_lesson.pretrain import NonFiniteLossError, PretrainArgs, model_config, pretrain
 from mae_lesson.pretrained import load_pretrained
+from mae_lesson.runfolder import truncate_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = {"embed_dim": 32, "encoder_depth": 1, "encoder_num_heads": 2, "decoder_embed_dim": 32,
@@ -208,12 +209,12 @@ def test_a_damaged_last_metrics_line_is_dropped_with_a_warning(tmp_path, capsys)
     good = ['{"kind": "train", "step": 2, "loss": 1.0}', '{"kind": "train", "step": 4, "loss": 0.9}',
             '{"kind": "train", "step": 6, "loss": 0.8}']
     path.write_text("\n".join(good) + '\n{"kind": "train", "step": 8, "lo')
-    engine._truncate_metrics(path, 4)
+    truncate_metrics(path, 4)
     assert path.read_text().splitlines() == good[:2]
     assert str(path) in capsys.readouterr().err
     path.write_text(good[0] + "\nnot json\n" + good[1] + "\n")
     with pytest.raises(RunError, match=f"{path} line 2"):
-        engine._truncate_metrics(path, 4)
+        truncate_metrics(path, 4)
 
 
 # ------------------------------------------------------------------------------ Ctrl-C and SIGTERM
