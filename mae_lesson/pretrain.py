@@ -20,6 +20,7 @@ import shlex
 import signal
 import sys
 import time
+import weakref
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,7 +39,7 @@ from .cli import add_dataclass_flags, arg_field, check_field_types, check_recipe
 from .config import Config, load_recipe
 from .data import BatchLoader, ImageData, eval_transform, load_dataset
 from .errors import EXIT_SIGINT, EXIT_SIGTERM, RunError, command_line_errors
-from .runfolder import check_resume, claim_folder, clear_run_files, release_lock, truncate_metrics
+from .runfolder import FolderLock, check_resume, claim_folder, clear_run_files, release_lock, truncate_metrics
 from .stopping import StopRequest, TrainingInterrupted, stop_on_signals
 from .evaluate import evaluate_loss
 from .model import MAE
@@ -230,7 +231,7 @@ class Run:
     epoch_loss_sum: float = 0.0
     epoch_loss_count: int = 0
     saved_step: int | None = None           # step of checkpoint.pt, None before the first save
-    lock: Path | None = None                # rank 0's lock on the run folder
+    lock: FolderLock | None = None          # rank 0's lock on the run folder
     stop: StopRequest = field(default_factory=StopRequest)
 
     @property
@@ -299,6 +300,9 @@ def setup_run(args: PretrainArgs, model_class: type[MAE] = MAE) -> Run:
             Path(args.out).rmdir()
         raise
     run.lock = lock
+    # A run set up without pretrain() (a notebook driving train_one_epoch) frees its folder when it is
+    # garbage-collected or the interpreter exits.
+    weakref.finalize(run, release_lock, lock)
     return run
 
 

@@ -13,6 +13,8 @@ import os
 import socket
 import sys
 import time
+import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -99,7 +101,15 @@ def _is_stale(holder: dict) -> bool:
     return holder["pid"] == os.getpid() or not _pid_alive(holder["pid"])
 
 
-def acquire_lock(folder: Path) -> Path:
+@dataclass(frozen=True)
+class FolderLock:
+    """A held ``.lock``: its path and the token that tells this hold from a later one in the same process."""
+
+    path: Path
+    token: str
+
+
+def acquire_lock(folder: Path) -> FolderLock:
     """Create ``folder/.lock`` for this process; take over a stale one; refuse a live one."""
     lock = folder / LOCK_NAME
     for _ in range(3):
@@ -114,24 +124,26 @@ def acquire_lock(folder: Path) -> Path:
                     f"run folder {folder} is in use by process {holder['pid']} on {holder.get('host')} (started "
                     f"{holder.get('started', '?')}): wait for it or stop it, or choose another --out. If that "
                     f"process is gone, delete {lock}.") from None
-            print(f"taking over the lock of a run that stopped without releasing it (process "
-                  f"{holder.get('pid', '?')}, no longer running) in {folder}", file=sys.stderr)
+            if holder.get("pid") != os.getpid():  # our own earlier run in this process needs no note
+                print(f"taking over the lock of a run that stopped without releasing it (process "
+                      f"{holder.get('pid', '?')}, no longer running) in {folder}", file=sys.stderr)
             lock.unlink(missing_ok=True)
             continue
+        token = uuid.uuid4().hex
         with os.fdopen(fd, "w") as handle:
             json.dump({"pid": os.getpid(), "host": socket.gethostname(),
-                       "started": time.strftime("%Y-%m-%d %H:%M:%S")}, handle)
-        return lock
+                       "started": time.strftime("%Y-%m-%d %H:%M:%S"), "token": token}, handle)
+        return FolderLock(lock, token)
     raise RunError(f"could not lock run folder {folder}: another run keeps taking it; choose another --out")
 
 
-def release_lock(lock: Path | None) -> None:
-    """Remove our lock (only if it is still ours)."""
+def release_lock(lock: FolderLock | None) -> None:
+    """Remove our lock (only if it is still this hold's: not one taken over since)."""
     if lock is None:
         return
-    holder = read_lock(lock.parent)
-    if holder and holder.get("pid") == os.getpid() and holder.get("host") == socket.gethostname():
-        lock.unlink(missing_ok=True)
+    holder = read_lock(lock.path.parent)
+    if holder and holder.get("token") == lock.token:
+        lock.path.unlink(missing_ok=True)
 
 
 # ------------------------------------------------------------------------------ resume
@@ -146,7 +158,7 @@ RESUME_FREE_CONFIG = ("model_name", "grad_checkpointing", *METADATA_KEYS)
 START_FLAGS = ("resume", "overwrite")
 
 
-def claim_folder(out: str | Path, resume: bool, overwrite: bool) -> tuple[Path, bool, Path | None]:
+def claim_folder(out: str | Path, resume: bool, overwrite: bool) -> tuple[FolderLock, bool, Path | None]:
     """Check ``out``, lock it and decide fresh or resumed, before anything is loaded or written.
 
     Returns ``(lock, created, checkpoint)``: ``created`` when the folder did not exist (to remove

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import gc
 import hashlib
 import json
 import os
@@ -153,6 +154,20 @@ def test_overwrite_starts_over_and_keeps_other_files(tmp_path):
     assert rows[-1]["step"] == 2 and all(r["step"] <= 2 for r in rows)
     assert (out / "notes.txt").read_text() == "mine"
     assert safe_load(out / "checkpoint.pt")["step"] == 2
+
+
+@needs_fmnist
+def test_a_run_set_up_without_pretrain_frees_its_folder_when_collected(tmp_path, capsys):
+    args = tiny_args(tmp_path / "run", overwrite=True, train_images=128, num_figure_images=2)
+    first = engine.setup_run(args)
+    second = engine.setup_run(args)  # a notebook cell run twice in one kernel: no note about a stale lock
+    assert "taking over" not in capsys.readouterr().err
+    del first
+    gc.collect()
+    assert (tmp_path / "run" / ".lock").exists()  # the second set-up's hold survives the first's clean-up
+    del second
+    gc.collect()
+    assert not (tmp_path / "run" / ".lock").exists()
 
 
 def test_the_ablation_sweep_says_it_overwrites():
