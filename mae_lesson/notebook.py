@@ -293,19 +293,24 @@ def clean_notebook(path: Path) -> bool:
 
 # ------------------------------------------------------------------------------------ timings
 def run_minutes(path: Path) -> float | None:
-    """Minutes of the notebook's committed run, from Jupyter's cell timestamps (None without them).
+    """Minutes the notebook's committed outputs took to compute, from Jupyter's cell timestamps.
 
-    ``jupyter nbconvert --execute`` records when each cell started and finished; the span from
-    the first start to the last finish is the whole run's wall clock.
+    ``jupyter nbconvert --execute`` records when each cell started and finished; this adds up each
+    cell's time (so a notebook whose cells were run in several sittings is not charged for the
+    gaps). None when no cell has timestamps.
     """
     from datetime import datetime
 
-    stamps = []
+    def when(stamp: str) -> datetime:
+        return datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+
+    seconds, timed = 0.0, False
     for cell in read_notebook(path).get("cells", []):
         execution = cell.get("metadata", {}).get("execution", {})
-        stamps += [datetime.fromisoformat(execution[key].replace("Z", "+00:00"))
-                   for key in ("iopub.execute_input", "shell.execute_reply") if key in execution]
-    return (max(stamps) - min(stamps)).total_seconds() / 60 if stamps else None
+        if "iopub.execute_input" in execution and "shell.execute_reply" in execution:
+            seconds += (when(execution["shell.execute_reply"]) - when(execution["iopub.execute_input"])).total_seconds()
+            timed = True
+    return seconds / 60 if timed else None
 
 
 # --------------------------------------------------------------------------------- command line
@@ -317,7 +322,7 @@ def main(argv: list[str] | None = None, module_file: Path = Path(__file__)) -> i
     parser.add_argument("--clean", nargs="+", metavar="FILE", type=Path,
                         help="strip progress bars, stderr, warnings, widgets and absolute paths from these notebooks' outputs")
     parser.add_argument("--timings", action="store_true",
-                        help="print the minutes of each notebook's committed run (from its cell timestamps)")
+                        help="print the minutes each notebook's committed outputs took (from its cell timestamps)")
     parser.add_argument("--repo-url", help=f"the repository the set-up cell clones (a fork or mirror; stored in "
                                           f"this module as REPO_URL, now {REPO_URL})")
     parser.add_argument("--branch", help=f"the branch (or tag) to clone and link (now {BRANCH})")

@@ -264,15 +264,18 @@ def test_each_notebook_has_the_generated_badge_and_setup_cell(path):
 
 
 def test_run_minutes_from_cell_timestamps(tmp_path, capsys):
-    first = _code([])
-    first["metadata"] = {"execution": {"iopub.execute_input": "2026-01-01T10:00:00.000000Z",
-                                       "shell.execute_reply": "2026-01-01T10:00:30.000000Z"}}
-    last = _code([])
-    last["metadata"] = {"execution": {"iopub.execute_input": "2026-01-01T10:01:00.000000Z",
-                                      "shell.execute_reply": "2026-01-01T10:04:30.000000Z"}}
-    _write(tmp_path / "00_a.ipynb", _notebook([first, _code([]), last]))
+    def timed(start: str, end: str) -> dict:
+        cell = _code([])
+        cell["metadata"] = {"execution": {"iopub.execute_input": start, "shell.execute_reply": end}}
+        return cell
+
+    first = timed("2026-01-01T10:00:00.000000Z", "2026-01-01T10:00:30.000000Z")
+    last = timed("2026-01-01T10:01:00.000000Z", "2026-01-01T10:04:30.000000Z")
+    # a cell rerun a day later counts its own 60 s, not the day in between
+    rerun = timed("2026-01-02T09:00:00.000000Z", "2026-01-02T09:01:00.000000Z")
+    _write(tmp_path / "00_a.ipynb", _notebook([first, _code([]), last, rerun]))
     _write(tmp_path / "01_b.ipynb", _notebook([_code([])]))
-    assert nbtool.run_minutes(tmp_path / "00_a.ipynb") == pytest.approx(4.5)
+    assert nbtool.run_minutes(tmp_path / "00_a.ipynb") == pytest.approx(5.0)
     assert nbtool.run_minutes(tmp_path / "01_b.ipynb") is None
     assert nbtool.main(["--timings", "--notebooks", str(tmp_path)]) == 0
-    assert capsys.readouterr().out == "00_a.ipynb: 4.5 min\n01_b.ipynb: no cell timestamps\n"
+    assert capsys.readouterr().out == "00_a.ipynb: 5.0 min\n01_b.ipynb: no cell timestamps\n"
