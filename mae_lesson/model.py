@@ -30,6 +30,14 @@ def sincos_table(dim: int, grid_h: int, grid_w: int) -> torch.Tensor:
         return get_2d_sincos_pos_embed(dim, (grid_h, grid_w), cls_token=True).unsqueeze(0)
 
 
+def _autocast_enabled(device_type: str) -> bool:
+    """Whether autocast is on for this device type (torch < 2.4 only answers for CUDA and CPU)."""
+    try:
+        return torch.is_autocast_enabled(device_type)
+    except TypeError:
+        return torch.is_autocast_enabled() if device_type == "cuda" else torch.is_autocast_cpu_enabled()
+
+
 def init_patch_projection(patch_embed: PatchEmbed) -> None:
     """Xavier-uniform on the patch projection seen as a linear layer on flattened patches (official)."""
     weight = patch_embed.proj.weight.data
@@ -136,6 +144,12 @@ class MAE(nn.Module):
             raise TypeError(
                 f"images have dtype {imgs.dtype}; convert to float first, e.g. imgs.float() / 255 "
                 f"followed by the dataset's mean/std normalisation"
+            )
+        weight_dtype = self.patch_embed.proj.weight.dtype
+        if imgs.dtype != weight_dtype and not _autocast_enabled(imgs.device.type):
+            raise TypeError(
+                f"images have dtype {imgs.dtype} but the model's weights are {weight_dtype}; convert the "
+                f"images with imgs.to({weight_dtype}), or the model with model.to({imgs.dtype})"
             )
         n, c, h, w = imgs.shape
         if c != self.in_chans:

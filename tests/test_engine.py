@@ -142,6 +142,14 @@ def test_a_subclass_that_overrides_random_masking_owns_its_masks():
     assert calls == [0.75] and out["mask"][0].tolist() == [0.0] * 4 + [1.0] * 12
 
 
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float16])
+def test_images_of_another_float_dtype_get_a_message_with_the_fix(dtype):
+    model = MAE(TINY)
+    with pytest.raises(TypeError, match=rf"{dtype}.*imgs\.to\(torch\.float32\)"):
+        model(torch.randn(2, 1, 16, 16, dtype=dtype))
+    assert model.to(dtype)(torch.randn(2, 1, 16, 16, dtype=dtype))["pred"].dtype == dtype  # the fix works
+
+
 # ------------------------------------------------------------------------------ one encoder path
 def test_the_classifier_is_built_without_a_decoder(monkeypatch):
     def no_mae(*args, **kwargs):
