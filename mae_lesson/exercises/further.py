@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, Mapping
 
+from .. import flops
 from ..config import Config
 from ..masking import num_kept
 from ._feedback import ExerciseError, call_learner, checker, passed
@@ -30,8 +31,16 @@ def _block(tokens: int, dim: int, mlp_ratio: float, attention: int = 4, mlp: boo
 
 
 def forward_flops(config: Mapping[str, Any], mask_ratio: float | None = None, *, _variant: str = "") -> int:
-    """FLOPs of ``MAE(config)(imgs)`` for one image at ``config.img_size`` (see the module docstring)."""
+    """FLOPs of ``MAE(config)(imgs)`` for one image (``mae_lesson.flops``), or, with ``_variant``,
+    the count a learner gets with that classic mistake (the keys of ``_MISTAKES``)."""
     cfg = config if isinstance(config, Config) else Config(dict(config))
+    if not _variant:
+        return flops.forward_flops(cfg, 1, mask_ratio)
+    return _mistaken_flops(cfg, mask_ratio, _variant)
+
+
+def _mistaken_flops(cfg: Config, mask_ratio: float | None, _variant: str) -> int:
+    """The module docstring's count with one mistake switched on (the right count lives in ``mae_lesson.flops``)."""
     ratio = cfg.mask_ratio if mask_ratio is None else mask_ratio
     grid_h, grid_w = cfg.grid_size
     length = grid_h * grid_w
