@@ -242,6 +242,10 @@ class Run:
     def ckpt_path(self) -> Path:
         return self.out / "checkpoint.pt"
 
+    def close(self) -> None:
+        """Free the run folder for the next run (``pretrain`` does this when it ends)."""
+        release_lock(self.lock)
+
 
 def pretrain(args: PretrainArgs | None = None, model_class: type[MAE] = MAE, **kwargs: Any) -> Path:
     """Run (or resume) pretraining; returns the run folder.
@@ -265,7 +269,7 @@ def pretrain(args: PretrainArgs | None = None, model_class: type[MAE] = MAE, **k
         if run.world > 1:
             dist.barrier()
     finally:
-        release_lock(run.lock)
+        run.close()
     return run.out
 
 
