@@ -25,7 +25,6 @@ from .model import MAE
 from .optim import WarmupCosine, param_groups, scaled_lr
 from .utils import get_device, set_seed
 
-
 DEFAULT_RECIPE = "finetune_short"
 MIXUP_SEED_OFFSET = 7  # mixup pairs draw from their own generator, apart from the batches
 _RECIPE = load_recipe(DEFAULT_RECIPE)
@@ -74,6 +73,27 @@ class FinetuneArgs:
 check_recipe(FinetuneArgs, _RECIPE, DEFAULT_RECIPE)
 
 
+def finetune_setup(mae: MAE | None, train: ImageData, args: FinetuneArgs, config: Config | None = None,
+                   ) -> tuple[ViTClassifier, BatchLoader, torch.optim.Optimizer, WarmupCosine, int]:
+    """What :func:`finetune` builds before its first step: model, loader, optimizer, schedule, steps.
+
+    Seeded first, so the same ``args.seed`` gives the same weights and batches (notebook 07's
+    hand-written loop starts from here too).
+    """
+    set_seed(args.seed)
+    if mae is None:  # from scratch: layer decay only makes sense on top of pretrained layers
+        model, decay = ViTClassifier(config, len(train.classes), args.drop_path), 1.0
+    else:
+        model, config, decay = ViTClassifier.from_mae(mae, len(train.classes), args.drop_path), mae.config, args.layer_decay
+    loader = BatchLoader(train, args.batch_size, config.img_size, train=True, seed=args.seed,
+                         crop_scale=(args.crop_scale, 1.0))
+    total = args.epochs * len(loader) if args.max_steps is None else min(args.max_steps, args.epochs * len(loader))
+    lr = scaled_lr(args.blr, args.batch_size)
+    optimizer = torch.optim.AdamW(param_groups(model, args.weight_decay, layer_decay_scales(model, decay)), lr=lr)
+    schedule = WarmupCosine(optimizer, lr, total, int(args.warmup_epochs * len(loader)))
+    return model, loader, optimizer, schedule, total
+
+
 def finetune(mae: MAE | None, train: ImageData, test: ImageData, args: FinetuneArgs | None = None,
              config: Config | None = None) -> dict[str, Any]:
     """Fine-tune a pretrained MAE encoder (or, with ``mae=None``, train ``config`` from scratch).
@@ -82,21 +102,11 @@ def finetune(mae: MAE | None, train: ImageData, test: ImageData, args: FinetuneA
     ``(epoch, test accuracy)`` after each epoch when ``args.eval_every_epoch`` (else only the end).
     """
     args = args or FinetuneArgs()
-    set_seed(args.seed)
     device = get_device(args.device)
     classes = len(train.classes)
-    if mae is None:
-        model = ViTClassifier(config, classes, args.drop_path)
-        decay = 1.0  # layer decay only makes sense on top of pretrained layers
-    else:
-        model, config, decay = ViTClassifier.from_mae(mae, classes, args.drop_path), mae.config, args.layer_decay
+    model, loader, optimizer, schedule, total = finetune_setup(mae, train, args, config)
+    config = mae.config if mae is not None else config
     model.to(device)
-    loader = BatchLoader(train, args.batch_size, config.img_size, train=True, seed=args.seed,
-                         crop_scale=(args.crop_scale, 1.0))
-    total = args.epochs * len(loader) if args.max_steps is None else min(args.max_steps, args.epochs * len(loader))
-    lr = scaled_lr(args.blr, args.batch_size)
-    optimizer = torch.optim.AdamW(param_groups(model, args.weight_decay, layer_decay_scales(model, decay)), lr=lr)
-    schedule = WarmupCosine(optimizer, lr, total, int(args.warmup_epochs * len(loader)))
     mix_gen = torch.Generator().manual_seed(args.seed + MIXUP_SEED_OFFSET)
     step, tick, eval_seconds, history = 0, time.perf_counter(), 0.0, []
     bar = tqdm(total=total, desc="fine-tune" if mae is not None else "from scratch", disable=not args.progress)

@@ -29,12 +29,10 @@ from torch import nn
 
 from ..classifier import ViTClassifier, layer_decay_scales
 from ..config import Config
-from ..data import BatchLoader, ImageData
+from ..data import ImageData
 from ..evaluate import knn_classify, linear_probe
-from ..finetune import FinetuneArgs, finetune
+from ..finetune import FinetuneArgs, finetune, finetune_setup
 from ..model import MAE
-from ..optim import WarmupCosine, param_groups, scaled_lr
-from ..utils import set_seed
 from ._feedback import (
     ExerciseError,
     call_learner,
@@ -293,27 +291,6 @@ def check_layer_decay_scales(fn: Callable[[nn.Module, float], dict[str, float]])
 
 
 # -------------------------------------------------------------------------------- fine-tuning loop
-def finetune_setup(mae: MAE | None, train: ImageData, args: FinetuneArgs, config: Config | None = None,
-                   ) -> tuple[ViTClassifier, BatchLoader, torch.optim.Optimizer, WarmupCosine, int]:
-    """What :func:`mae_lesson.finetune.finetune` builds before its first step, in the same order
-    (so with the same seed the same weights and batches): model, loader, optimizer, schedule, steps.
-
-    Drop path and mixup draw random numbers inside the loop; the checker and the notebook set both to 0.
-    """
-    set_seed(args.seed)
-    if mae is None:
-        model, decay = ViTClassifier(config, len(train.classes), args.drop_path), 1.0
-    else:
-        model, config, decay = ViTClassifier.from_mae(mae, len(train.classes), args.drop_path), mae.config, args.layer_decay
-    loader = BatchLoader(train, args.batch_size, config.img_size, train=True, seed=args.seed,
-                         crop_scale=(args.crop_scale, 1.0))
-    total = args.epochs * len(loader) if args.max_steps is None else min(args.max_steps, args.epochs * len(loader))
-    lr = scaled_lr(args.blr, args.batch_size)
-    optimizer = torch.optim.AdamW(param_groups(model, args.weight_decay, layer_decay_scales(model, decay)), lr=lr)
-    schedule = WarmupCosine(optimizer, lr, total, int(args.warmup_epochs * len(loader)))
-    return model, loader, optimizer, schedule, total
-
-
 def _check_data(count: int, seed: int) -> ImageData:
     gen = torch.Generator().manual_seed(seed)
     labels = torch.arange(count) % 3
