@@ -8,6 +8,7 @@ the code under test, so the tests that use it can fail. The exercise-checker hel
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -252,3 +253,31 @@ def not_attempted(checker, fn, capsys, name: str) -> None:
 def raising(*args):
     """A learner's untouched stub that raises instead of returning None."""
     raise NotImplementedError("your code")
+
+
+# ------------------------------------------------------------------------------ tiny pretraining runs
+from mae_lesson.data import DEBIAN_FASHION_MNIST  # noqa: E402
+from mae_lesson.pretrain import PretrainArgs  # noqa: E402
+
+TINY = {"embed_dim": 32, "encoder_depth": 1, "encoder_num_heads": 2, "decoder_embed_dim": 32,
+        "decoder_depth": 1, "decoder_num_heads": 2}
+TINY_FLAGS = [f"--set={k}={v}" for k, v in TINY.items()]
+
+needs_fmnist = pytest.mark.skipif(not (DEBIAN_FASHION_MNIST / "train-images-idx3-ubyte.gz").is_file(),
+                                  reason="dataset-fashion-mnist not installed (scripts/setup.sh installs it)")
+
+
+def tiny_args(out: Path, **changes) -> PretrainArgs:
+    base = dict(overrides=TINY, train_images=512, batch_size=64, epochs=2, warmup_epochs=0.5, out=str(out),
+                ckpt_every_steps=3, log_every_steps=2, progress=False, num_figure_images=4, blr=1e-3)
+    return PretrainArgs(**{**base, **changes})
+
+
+def cli(out: Path, *extra: str) -> list[str]:
+    return ["-m", "mae_lesson.pretrain", "--train-images", "512", "--batch-size", "64", "--epochs", "2",
+            "--warmup-epochs", "0.5", "--blr", "1e-3", "--out", str(out), "--ckpt-every-steps", "3",
+            "--log-every-steps", "2", "--no-progress", "--num-figure-images", "4", *TINY_FLAGS, *extra]
+
+
+def run_env() -> dict[str, str]:
+    return {**os.environ, "OMP_NUM_THREADS": "1", "MPLBACKEND": "Agg", "PYTHONPATH": str(ROOT)}

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -16,33 +15,12 @@ import torch
 
 from mae_lesson import MAE
 from mae_lesson.checkpoint import safe_load
-from mae_lesson.data import DEBIAN_FASHION_MNIST
 from mae_lesson.optim import WarmupCosine, param_groups, scaled_lr
-from mae_lesson.pretrain import NonFiniteLossError, PretrainArgs, parse_args, pretrain
+from mae_lesson.pretrain import NonFiniteLossError, parse_args, pretrain
+
+from conftest import TINY, cli, needs_fmnist, run_env, tiny_args  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = {"embed_dim": 32, "encoder_depth": 1, "encoder_num_heads": 2, "decoder_embed_dim": 32,
-        "decoder_depth": 1, "decoder_num_heads": 2}
-TINY_FLAGS = [f"--set={k}={v}" for k, v in TINY.items()]
-
-needs_fmnist = pytest.mark.skipif(not (DEBIAN_FASHION_MNIST / "train-images-idx3-ubyte.gz").is_file(),
-                                  reason="dataset-fashion-mnist not installed (scripts/setup.sh installs it)")
-
-
-def tiny_args(out: Path, **changes) -> PretrainArgs:
-    base = dict(overrides=TINY, train_images=512, batch_size=64, epochs=2, warmup_epochs=0.5, out=str(out),
-                ckpt_every_steps=3, log_every_steps=2, progress=False, num_figure_images=4, blr=1e-3)
-    return PretrainArgs(**{**base, **changes})
-
-
-def cli(out: Path, *extra: str) -> list[str]:
-    return ["-m", "mae_lesson.pretrain", "--train-images", "512", "--batch-size", "64", "--epochs", "2",
-            "--warmup-epochs", "0.5", "--blr", "1e-3", "--out", str(out), "--ckpt-every-steps", "3",
-            "--log-every-steps", "2", "--no-progress", "--num-figure-images", "4", *TINY_FLAGS, *extra]
-
-
-def run_env() -> dict[str, str]:
-    return {**os.environ, "OMP_NUM_THREADS": "1", "MPLBACKEND": "Agg", "PYTHONPATH": str(ROOT)}
 
 
 def weights(path: Path) -> dict[str, torch.Tensor]:

@@ -8,7 +8,6 @@ import dataclasses
 import gc
 import hashlib
 import json
-import os
 import shlex
 import signal
 import socket
@@ -25,35 +24,14 @@ from mae_lesson import MAE
 from mae_lesson import pretrain as engine
 from mae_lesson import results
 from mae_lesson.checkpoint import atomic_save, safe_load
-from mae_lesson.data import DEBIAN_FASHION_MNIST
 from mae_lesson.errors import EXIT_SIGINT, EXIT_SIGTERM, RunError, describe
 from mae_lesson.pretrain import NonFiniteLossError, PretrainArgs, model_config, pretrain
 from mae_lesson.pretrained import load_pretrained
 from mae_lesson.runfolder import truncate_metrics
 
+from conftest import TINY, cli, needs_fmnist, run_env, tiny_args  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
-TINY = {"embed_dim": 32, "encoder_depth": 1, "encoder_num_heads": 2, "decoder_embed_dim": 32,
-        "decoder_depth": 1, "decoder_num_heads": 2}
-TINY_FLAGS = [f"--set={k}={v}" for k, v in TINY.items()]
-
-needs_fmnist = pytest.mark.skipif(not (DEBIAN_FASHION_MNIST / "train-images-idx3-ubyte.gz").is_file(),
-                                  reason="dataset-fashion-mnist not installed (scripts/setup.sh installs it)")
-
-
-def tiny_args(out: Path, **changes) -> PretrainArgs:
-    base = dict(overrides=TINY, train_images=512, batch_size=64, epochs=2, warmup_epochs=0.5, out=str(out),
-                ckpt_every_steps=3, log_every_steps=2, progress=False, num_figure_images=4, blr=1e-3)
-    return PretrainArgs(**{**base, **changes})
-
-
-def cli(out: Path, *extra: str) -> list[str]:
-    return ["-m", "mae_lesson.pretrain", "--train-images", "512", "--batch-size", "64", "--epochs", "2",
-            "--warmup-epochs", "0.5", "--blr", "1e-3", "--out", str(out), "--ckpt-every-steps", "3",
-            "--log-every-steps", "2", "--no-progress", "--num-figure-images", "4", *TINY_FLAGS, *extra]
-
-
-def run_env() -> dict[str, str]:
-    return {**os.environ, "OMP_NUM_THREADS": "1", "MPLBACKEND": "Agg", "PYTHONPATH": str(ROOT)}
 
 
 def run_cli(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
