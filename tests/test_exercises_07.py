@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from conftest import accepts, rejects  # noqa: E402
+
 from mae_lesson.classifier import layer_decay_scales
 from mae_lesson.exercises import ExerciseError
 from mae_lesson.exercises.finetuning import (
@@ -26,22 +28,6 @@ from mae_lesson.exercises.finetuning import (
     check_linear_probe,
     check_mean_pool,
 )
-
-
-def rejects(checker, fn, *phrases: str) -> str:
-    """Assert ``checker(fn)`` raises ExerciseError whose message has expected/got and every phrase."""
-    with pytest.raises(ExerciseError) as info:
-        checker(fn)
-    message = str(info.value)
-    assert "expected" in message and "got" in message, message
-    for phrase in phrases:
-        assert phrase in message, f"{phrase!r} not in: {message}"
-    return message
-
-
-def accepts(checker, fn, capsys) -> None:
-    assert checker(fn) is True
-    assert capsys.readouterr().out.startswith("Correct: ")
 
 
 def crashing(*args):
