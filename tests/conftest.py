@@ -259,16 +259,16 @@ def raising(*args):
 from mae_lesson.data import DEBIAN_FASHION_MNIST  # noqa: E402
 from mae_lesson.pretrain import PretrainArgs  # noqa: E402
 
-TINY = {"embed_dim": 32, "encoder_depth": 1, "encoder_num_heads": 2, "decoder_embed_dim": 32,
+TINY_RUN = {"embed_dim": 32, "encoder_depth": 1, "encoder_num_heads": 2, "decoder_embed_dim": 32,
         "decoder_depth": 1, "decoder_num_heads": 2}
-TINY_FLAGS = [f"--set={k}={v}" for k, v in TINY.items()]
+TINY_FLAGS = [f"--set={k}={v}" for k, v in TINY_RUN.items()]
 
 needs_fmnist = pytest.mark.skipif(not (DEBIAN_FASHION_MNIST / "train-images-idx3-ubyte.gz").is_file(),
                                   reason="dataset-fashion-mnist not installed (scripts/setup.sh installs it)")
 
 
 def tiny_args(out: Path, **changes) -> PretrainArgs:
-    base = dict(overrides=TINY, train_images=512, batch_size=64, epochs=2, warmup_epochs=0.5, out=str(out),
+    base = dict(overrides=TINY_RUN, train_images=512, batch_size=64, epochs=2, warmup_epochs=0.5, out=str(out),
                 ckpt_every_steps=3, log_every_steps=2, progress=False, num_figure_images=4, blr=1e-3)
     return PretrainArgs(**{**base, **changes})
 

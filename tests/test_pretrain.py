@@ -18,7 +18,7 @@ from mae_lesson.checkpoint import safe_load
 from mae_lesson.optim import WarmupCosine, param_groups, scaled_lr
 from mae_lesson.pretrain import NonFiniteLossError, parse_args, pretrain
 
-from conftest import TINY, cli, needs_fmnist, run_env, tiny_args  # noqa: E402
+from conftest import TINY_RUN, cli, needs_fmnist, run_env, tiny_args  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -41,7 +41,7 @@ def test_schedule_warmup_then_cosine():
 
 
 def test_no_weight_decay_on_biases_norms_tokens():
-    model = MAE({"img_size": 16, "patch_size": 4, "in_chans": 1, **TINY})
+    model = MAE({"img_size": 16, "patch_size": 4, "in_chans": 1, **TINY_RUN})
     groups = param_groups(model, 0.05)
     decayed = {id(p) for g in groups if g["weight_decay"] > 0 for p in g["params"]}
     names = {n for n, p in model.named_parameters() if id(p) in decayed}

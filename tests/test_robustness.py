@@ -29,7 +29,7 @@ from mae_lesson.pretrain import NonFiniteLossError, PretrainArgs, model_config, 
 from mae_lesson.pretrained import load_pretrained
 from mae_lesson.runfolder import truncate_metrics
 
-from conftest import TINY, cli, needs_fmnist, run_env, tiny_args  # noqa: E402
+from conftest import TINY_RUN, cli, needs_fmnist, run_env, tiny_args  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -165,7 +165,7 @@ def test_resume_with_another_model_or_batch_is_refused_with_a_diff(tmp_path):
     fake_checkpoint(out, tiny_args(out))
     before = snapshot(out)
     changed = tiny_args(out, resume=True, batch_size=32, accum_iter=2, schedule_steps=50,
-                        overrides={**TINY, "mask_ratio": 0.5})
+                        overrides={**TINY_RUN, "mask_ratio": 0.5})
     with pytest.raises(RunError) as err:
         pretrain(changed)
     message = str(err.value)
@@ -445,7 +445,7 @@ def image_folder(root: Path, bad: bool = True) -> Path:
 @needs_fmnist
 def test_an_image_folder_is_loaded_at_the_configs_size_and_channels(tmp_path):
     folder = image_folder(tmp_path / "imgs", bad=False)
-    cfg = {**TINY, "img_size": 16, "patch_size": 4, "in_chans": 1}
+    cfg = {**TINY_RUN, "img_size": 16, "patch_size": 4, "in_chans": 1}
     out = pretrain(tiny_args(tmp_path / "run", dataset=str(folder), overrides=cfg, config="fashion_mnist_tiny",
                              train_images=None, batch_size=16, epochs=1, max_steps=2))
     model = MAE.from_checkpoint(out / "model.pt")
