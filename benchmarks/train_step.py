@@ -68,7 +68,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (  # noqa: E402
     FLOP_FORMULA, IMPLEMENTATIONS, LABELS, ROOT, Config, build_impl, configs, encoder_flops, environment,
-    fmt, make_inputs, matmul_rate, md_table, paired_ratio, parity_loss, summary, time_interleaved,
+    fmt, make_inputs, md_table, paired_ratio, parity_loss, summary, time_interleaved,
     train_step_flops, warm_up,
 )
 from mae_lesson.masking import num_kept, random_masking  # noqa: E402

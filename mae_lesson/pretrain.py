@@ -39,11 +39,11 @@ from .cli import add_dataclass_flags, arg_field, check_field_types, check_recipe
 from .config import Config, load_recipe
 from .data import BatchLoader, ImageData, eval_transform, load_dataset
 from .errors import EXIT_SIGINT, EXIT_SIGTERM, RunError, command_line_errors
-from .runfolder import FolderLock, check_resume, claim_folder, clear_run_files, release_lock, truncate_metrics
-from .stopping import StopRequest, TrainingInterrupted, stop_on_signals
 from .evaluate import evaluate_loss
 from .model import MAE
 from .optim import WarmupCosine, param_groups, scaled_lr
+from .runfolder import FolderLock, check_resume, claim_folder, clear_run_files, release_lock, truncate_metrics
+from .stopping import StopRequest, TrainingInterrupted, stop_on_signals
 from .utils import get_device, set_seed
 from .viz import loss_curve_figure, reconstruction_figure
 

@@ -194,20 +194,6 @@ def test_classifier_head_rejects_mistakes(fn, phrases):
 
 
 # -------------------------------------------------------------------------- layer-wise lr decay
-def decay_ok(model, decay):
-    depth = len(model.blocks)
-    out = {}
-    for name, _ in model.named_parameters():
-        if name.startswith(("cls_token", "pos_embed", "patch_embed")):
-            layer = 0
-        elif name.startswith("blocks."):
-            layer = int(name.split(".")[1]) + 1
-        else:
-            layer = depth + 1
-        out[name] = decay ** (depth + 1 - layer)
-    return out
-
-
 def _decay_with(block_shift=1, power="top", head_layer=None, one_digit=False):
     def fn(model, decay):
         depth = len(model.blocks)
@@ -222,6 +208,9 @@ def _decay_with(block_shift=1, power="top", head_layer=None, one_digit=False):
             out[name] = decay ** (depth + 1 - layer if power == "top" else layer)
         return out
     return fn
+
+
+decay_ok = _decay_with()  # the right answer: blocks.i is layer i + 1, decay from the top
 
 
 def test_layer_decay_accepts_reference(capsys):

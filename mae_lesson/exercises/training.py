@@ -11,7 +11,6 @@ after ``loader.set_epoch(epoch)``, mask noise from the batch seed + 1.
 
 from __future__ import annotations
 
-import copy
 import math
 from typing import Any, Callable
 
