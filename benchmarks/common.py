@@ -27,17 +27,38 @@ from mae_lesson import MAE, Config  # noqa: E402
 from mae_lesson.flops import FLOP_FORMULA, encoder_flops, train_step_flops  # noqa: E402,F401 - the scripts import them from here
 
 # ----------------------------------------------------------------------------- configs
-# name -> (config, batch): the measured sizes; --quick shrinks both.
+def _vit(img: int, chans: int, dim: int, depth: int, heads: int, dec_dim: int = 128, dec_depth: int = 2,
+         dec_heads: int = 4) -> Config:
+    """A patch-4 MAE at ``img x img x chans`` (mlp_ratio 4, mask ratio 0.75, plain pixel loss)."""
+    return Config(img_size=img, patch_size=4, in_chans=chans, embed_dim=dim, encoder_depth=depth,
+                  encoder_num_heads=heads, decoder_embed_dim=dec_dim, decoder_depth=dec_depth,
+                  decoder_num_heads=dec_heads, mlp_ratio=4.0, mask_ratio=0.75, norm_pix_loss=False)
+
+
+# name -> (config, batch): the measured sizes; --quick shrinks each. The ViT-Tiny/Small shapes have
+# the 64-wide heads of every standard ViT (Tiny: 192 = 3 x 64, Small: 384 = 6 x 64).
 FULL_CONFIGS: dict[str, tuple[Config, int]] = {
+    "fashion_mnist_p7": (Config.from_file("fashion_mnist_p7"), 256),  # the course's default CPU model
     "fashion_mnist_tiny": (Config.from_file("fashion_mnist_tiny"), 256),
+    "vit_tiny_28": (_vit(28, 1, 192, 6, 3), 128),
+    "vit_small_28": (_vit(28, 1, 384, 6, 6), 128),
+    "vit_tiny_32": (Config.from_file("cifar_tiny"), 128),
+    "vit_small_32": (_vit(32, 3, 384, 6, 6), 128),
     "vit_b16": (Config.from_file("mae_base"), 8),
 }
 QUICK_CONFIGS: dict[str, tuple[Config, int]] = {
+    "fashion_mnist_p7": (Config.from_file("fashion_mnist_p7"), 32),
     "fashion_mnist_tiny": (Config.from_file("fashion_mnist_tiny"), 32),
+    # Toy sizes that keep each shape's image, patch and 64-wide heads: 2+1 blocks.
+    "vit_tiny_28": (_vit(28, 1, 128, 2, 2, 64, 1, 2), 8),
+    "vit_small_28": (_vit(28, 1, 192, 2, 3, 64, 1, 2), 8),
+    "vit_tiny_32": (Config.from_file("cifar_tiny").replace(encoder_depth=2, decoder_depth=1), 8),
+    "vit_small_32": (_vit(32, 3, 256, 2, 4, 64, 1, 2), 8),
     # A ViT-B/16-shaped model at toy size: 64x64 RGB, 16 patches, 2+1 blocks.
     "vit_b16": (Config(img_size=64, patch_size=16, in_chans=3, embed_dim=96, encoder_depth=2, encoder_num_heads=4,
                        decoder_embed_dim=64, decoder_depth=1, decoder_num_heads=4), 4),
 }
+CONFIG_NAMES = list(FULL_CONFIGS)
 
 
 def configs(quick: bool) -> dict[str, tuple[Config, int]]:
@@ -226,9 +247,19 @@ def summary(times: list[float], batch: int) -> dict[str, float]:
             "images_per_s": batch / med}
 
 
+def spread(per_round: list[float]) -> dict[str, float]:
+    """Median, min and max of a quantity measured once per round."""
+    return {"median": statistics.median(per_round), "min": min(per_round), "max": max(per_round)}
+
+
+def ratio_spread(slow: list[float], fast: list[float]) -> dict[str, float]:
+    """``spread`` of the per-round ratios ``slow[r] / fast[r]``: a speed ratio measured side by side."""
+    return spread([s / f for s, f in zip(slow, fast)])
+
+
 def paired_ratio(slow: list[float], fast: list[float]) -> float:
     """Median over rounds of ``slow[r] / fast[r]``: a speed ratio measured side by side."""
-    return statistics.median(s / f for s, f in zip(slow, fast))
+    return ratio_spread(slow, fast)["median"]
 
 
 def parity_loss(cfg: Config, device: torch.device) -> float:
@@ -253,6 +284,19 @@ def fmt(x: float | None, digits: int = 3) -> str:
     if abs(x) >= 1000:
         return f"{x:,.0f}"
     return f"{x:.{digits}g}"
+
+
+def fmt_ratio(x: float) -> str:
+    return f"{x:.2f}" if abs(x) < 10 else fmt(x)
+
+
+def fmt_spread(value: float | None, rng: dict[str, float] | None = None) -> str:
+    """``1.19 (1.12-1.25)``: the median and, when known, the min-max over rounds."""
+    if value is None:
+        return "-"
+    if not rng:
+        return fmt_ratio(value)
+    return f"{fmt_ratio(value)} ({fmt_ratio(rng['min'])}-{fmt_ratio(rng['max'])})"
 
 
 def md_table(header: list[str], rows: list[list[str]]) -> str:

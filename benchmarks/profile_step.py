@@ -4,7 +4,10 @@ Prints the top operators by self CPU time for each implementation at one configu
 missed speed target can be explained by the operator that takes the time.
 
     python benchmarks/profile_step.py                       # tiny config, batch 256
+    python benchmarks/profile_step.py --config vit_tiny_28  # a ViT-Tiny shape: heads of 64
     python benchmarks/profile_step.py --config vit_b16 --steps 2
+
+``--config`` takes any configuration of ``train_step.py`` (``common.FULL_CONFIGS``), at its batch.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import build_impl, configs, warm_up  # noqa: E402
+from common import CONFIG_NAMES, build_impl, configs, warm_up  # noqa: E402
 
 
 def profile_impl(name: str, config: str, steps: int, rows: int, batch: int | None) -> str:
@@ -37,7 +40,7 @@ def profile_impl(name: str, config: str, steps: int, rows: int, batch: int | Non
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--config", default="fashion_mnist_tiny", choices=["fashion_mnist_tiny", "vit_b16"])
+    parser.add_argument("--config", default="fashion_mnist_tiny", choices=CONFIG_NAMES)
     parser.add_argument("--impls", nargs="+", default=["mae_lesson", "hf_sdpa"])
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--batch", type=int, default=None)

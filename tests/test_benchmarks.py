@@ -18,6 +18,8 @@ from mae_lesson.flops import forward_flops_by_part, train_step_flops  # noqa: E4
 
 from mae_lesson import MAE, Config  # noqa: E402
 
+from common import CONFIG_NAMES  # noqa: E402
+
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
 
 
@@ -49,10 +51,23 @@ def test_cpu_benchmark_quick_writes_report(tmp_path):
     assert "error" in tiny["vit_pytorch_cls"] and "images_per_s" in tiny["vit_pytorch_mean"]
     assert results["configs"]["fashion_mnist_tiny"]["hf_parity_abs_loss_diff"] < 1e-5
     assert results["matmul_peak_flops"] > 0 and results["loader"]["vs_model_paired"] > 0
+    assert results["loader"]["config"] == "fashion_mnist_p7"  # the loader against the default model
     assert {m["config"] for m in results["mask_tokens"]} == {"fashion_mnist_tiny", "vit_b16"}
-    assert {t["config"] for t in results["key_ratios"]} == {"fashion_mnist_tiny", "vit_b16"}
+    assert list(results["configs"]) == CONFIG_NAMES
+    # The other configurations time ours and HF only; every one has ours ÷ HF with its spread over rounds.
+    for name, entry in results["configs"].items():
+        impls = entry["implementations"]
+        if name not in ("fashion_mnist_tiny", "vit_b16"):
+            assert set(impls) == {"mae_lesson", "hf_sdpa"} and not entry["full_treatment"]
+        rng = impls["hf_sdpa"]["ours_speedup_spread"]
+        assert rng["min"] <= rng["median"] == impls["hf_sdpa"]["ours_speedup_paired"] <= rng["max"]
+    ours_vs_hf = [t for t in results["key_ratios"] if t["what"].startswith("mae_lesson.MAE (eager) / HF")]
+    assert [t["config"] for t in ours_vs_hf] == CONFIG_NAMES and all(t["spread"] for t in ours_vs_hf)
     text = (tmp_path / "results_cpu.md").read_text()
     assert "## Key ratios" in text and "FLOP count:" in text
+    assert "## Ours against Hugging Face at every configuration" in text
+    section = text.split("## Ours against Hugging Face at every configuration")[1].split("\n## ")[0]
+    assert all(f"| {name} |" in section for name in CONFIG_NAMES)
     # --update reruns one configuration and keeps the other's figures.
     subprocess.run(cmd + ["--update", "--configs", "fashion_mnist_tiny", "--rounds", "2"], check=True, env=ENV,
                    timeout=600, capture_output=True, cwd=ROOT)
@@ -61,7 +76,18 @@ def test_cpu_benchmark_quick_writes_report(tmp_path):
         assert updated["configs"]["vit_b16"]["implementations"][name].get("times_s") == row.get("times_s")
     assert len(updated["configs"]["fashion_mnist_tiny"]["implementations"]["mae_lesson"]["times_s"]) == 2
     assert sorted(m["config"] for m in updated["mask_tokens"]) == ["fashion_mnist_tiny", "vit_b16"]
+    assert list(updated["configs"]) == CONFIG_NAMES and updated["loader"] == results["loader"]
     assert "--update" in updated["command"] and ", then `" in updated["command"]
+
+
+@pytest.mark.parametrize("low, median, high, expected", [
+    (1.05, 1.10, 1.20, "lead"), (0.90, 0.93, 0.97, "behind"), (0.95, 1.10, 1.20, "level"),
+    (1.01, 1.02, 1.04, "level"), (1.01, 1.05, 1.08, "narrow lead"), (0.90, 0.95, 0.99, "narrow deficit"),
+])
+def test_verdict_reads_the_spread_over_rounds(low, median, high, expected):
+    from train_step import verdict
+
+    assert verdict({"min": low, "median": median, "max": high}) == expected
 
 
 def test_gpu_benchmark_dry_run_on_cpu(tmp_path):
