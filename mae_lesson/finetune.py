@@ -22,7 +22,7 @@ from .cli import arg_field, check_field_types, check_recipe
 from .config import Config, load_recipe
 from .data import BatchLoader, ImageData
 from .model import MAE
-from .optim import WarmupCosine, param_groups, scaled_lr
+from .optim import WarmupCosine, adamw, param_groups, scaled_lr
 from .utils import get_device, set_seed
 
 DEFAULT_RECIPE = "finetune_short"
@@ -89,7 +89,7 @@ def finetune_setup(mae: MAE | None, train: ImageData, args: FinetuneArgs, config
                          crop_scale=(args.crop_scale, 1.0))
     total = args.epochs * len(loader) if args.max_steps is None else min(args.max_steps, args.epochs * len(loader))
     lr = scaled_lr(args.blr, args.batch_size)
-    optimizer = torch.optim.AdamW(param_groups(model, args.weight_decay, layer_decay_scales(model, decay)), lr=lr)
+    optimizer = adamw(param_groups(model, args.weight_decay, layer_decay_scales(model, decay)), lr)
     schedule = WarmupCosine(optimizer, lr, total, int(args.warmup_epochs * len(loader)))
     return model, loader, optimizer, schedule, total
 

@@ -8,6 +8,7 @@ as the official code, so ``pred`` and ``patchify(imgs)`` line up element by elem
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
@@ -28,8 +29,15 @@ class PatchEmbed(nn.Module):
         self.proj = nn.Conv2d(in_chans, embed_dim, kernel_size=patch_size, stride=patch_size)
 
     def forward(self, imgs: torch.Tensor) -> torch.Tensor:
-        """``[N, C, H, W]`` -> ``[N, L, D]`` (any H, W divisible by p)."""
-        return self.proj(imgs).flatten(2).transpose(1, 2)
+        """``[N, C, H, W]`` -> ``[N, L, D]`` (any H, W divisible by p).
+
+        The same map as ``self.proj(imgs)``, computed as one matrix product over the patches
+        (``(C, p, p)`` order, the convolution weight's): on the CPU its backward is 1.3-4x
+        faster than the strided convolution's at the course's sizes (benchmarks/cpu_kernels.md).
+        """
+        p = self.patch_size[0]
+        patches = rearrange(imgs, "n c (h p) (w q) -> n (h w) (c p q)", p=p, q=p)  # [N, L, C*p*p]
+        return F.linear(patches, self.proj.weight.flatten(1), self.proj.bias)
 
 
 def patch_tokens(patch_embed: PatchEmbed, pos_table: torch.Tensor, imgs: torch.Tensor) -> torch.Tensor:

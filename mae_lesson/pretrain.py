@@ -41,7 +41,7 @@ from .data import BatchLoader, ImageData, eval_transform, load_dataset
 from .errors import EXIT_SIGINT, EXIT_SIGTERM, RunError, command_line_errors
 from .evaluate import evaluate_loss
 from .model import MAE
-from .optim import WarmupCosine, param_groups, scaled_lr
+from .optim import WarmupCosine, adamw, param_groups, scaled_lr
 from .runfolder import FolderLock, check_resume, claim_folder, clear_run_files, release_lock, truncate_metrics
 from .stopping import StopRequest, TrainingInterrupted, stop_on_signals
 from .utils import get_device, set_seed
@@ -338,8 +338,7 @@ def _build_run(args: PretrainArgs, model_class: type[MAE], rank: int, world: int
     if args.max_steps is not None:
         total_steps = min(total_steps, args.max_steps)
     base_lr = args.lr if args.lr is not None else scaled_lr(args.blr, args.batch_size * args.accum_iter)
-    fused = {"fused": True} if device.type == "cuda" else {}
-    optimizer = torch.optim.AdamW(param_groups(model, args.weight_decay), lr=base_lr, betas=(0.9, 0.95), **fused)
+    optimizer = adamw(param_groups(model, args.weight_decay), base_lr, betas=(0.9, 0.95))
     schedule = WarmupCosine(optimizer, base_lr, args.schedule_steps or args.epochs * steps_per_epoch,
                             int(args.warmup_epochs * steps_per_epoch), args.min_lr)
     autocast, scaler = autocast_for(device, args.amp)

@@ -110,3 +110,23 @@ def test_model_patchify_methods(tiny_model, tiny_images, reference):
     rect = torch.randn(1, 3, 36, 28)
     torch.testing.assert_close(tiny_model.unpatchify(tiny_model.patchify(rect), size=(36, 28)), rect, rtol=0, atol=0)
     assert tiny_model.patch_size == 4 and isinstance(tiny_model, MAE)
+
+
+@pytest.mark.parametrize("shape, p", [((4, 1, 28, 28), 7), ((3, 3, 32, 32), 4), ((2, 3, 16, 24), 8)])
+def test_patch_embed_matmul_equals_its_convolution(shape, p):
+    """The forward (one matrix product) computes the stored Conv2d's map: values and weight gradients."""
+    torch.manual_seed(0)
+    embed = PatchEmbed(img_size=shape[2:], patch_size=p, in_chans=shape[1], embed_dim=16)
+    imgs = torch.randn(shape)
+    target = torch.randn(shape[0], embed.num_patches, 16)
+    out = embed(imgs)
+    expected = embed.proj(imgs).flatten(2).transpose(1, 2)
+    torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
+    grads = torch.autograd.grad((out * target).sum(), (embed.proj.weight, embed.proj.bias))
+    grads_expected = torch.autograd.grad((expected * target).sum(), (embed.proj.weight, embed.proj.bias))
+    for got, want in zip(grads, grads_expected):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+    # The check can fail: the transposed patch order (p, p, C) is a different map for C > 1.
+    if shape[1] > 1:
+        wrong = F.linear(patchify(imgs, p), embed.proj.weight.flatten(1), embed.proj.bias)
+        assert not torch.allclose(wrong, expected, atol=1e-3)

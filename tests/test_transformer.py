@@ -102,20 +102,83 @@ def test_model_blocks_are_blocks(tiny_model):
     assert all(isinstance(b, Block) for b in [*tiny_model.blocks, *tiny_model.decoder_blocks])
 
 
-@pytest.mark.parametrize("tokens, head_dim, fused", [(13, 32, False), (50, 16, False), (65, 16, True), (50, 64, True)])
-def test_cpu_attention_paths_agree_with_sdpa(monkeypatch, tokens, head_dim, fused):
-    """Short CPU sequences with narrow heads take the plain-ops path; values and gradients equal SDPA's."""
+@pytest.mark.parametrize("path", ["plain", "sdpa", "auto"])
+@pytest.mark.parametrize("tokens, head_dim", [(5, 32), (13, 32), (50, 16), (65, 64), (197, 64)])
+def test_every_attention_path_gives_the_formula(monkeypatch, path, tokens, head_dim):
+    """Each path (forced, or chosen from the measured table) gives softmax(q k^T / sqrt(d)) v and its gradients."""
     import mae_lesson.transformer as transformer
 
+    monkeypatch.setenv("MAE_LESSON_ATTENTION", path)
     torch.manual_seed(0)
     q, k, v = (torch.randn(3, 2, tokens, head_dim, requires_grad=True) for _ in range(3))
-    expected = F.scaled_dot_product_attention(q, k, v)
+    expected = ((q.double() @ k.double().transpose(-2, -1)) * head_dim**-0.5).softmax(-1) @ v.double()
     grads_expected = torch.autograd.grad(expected.square().sum(), (q, k, v))
+    got = transformer.attention(q, k, v)
+    torch.testing.assert_close(got, expected.float(), atol=1e-5, rtol=1e-5)
+    for g, e in zip(torch.autograd.grad(got.square().sum(), (q, k, v)), grads_expected):
+        torch.testing.assert_close(g, e, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("path, fused", [("plain", False), ("sdpa", True)])
+def test_a_forced_path_is_taken(monkeypatch, path, fused):
+    import mae_lesson.transformer as transformer
+
+    monkeypatch.setenv("MAE_LESSON_ATTENTION", path)
     calls = []
     real = F.scaled_dot_product_attention
     monkeypatch.setattr(transformer.F, "scaled_dot_product_attention", lambda *a, **kw: calls.append(1) or real(*a, **kw))
-    got = transformer.attention(q, k, v)
+    transformer.attention(*(torch.randn(2, 2, 5, 8) for _ in range(3)))
     assert bool(calls) == fused
-    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
-    for g, e in zip(torch.autograd.grad(got.square().sum(), (q, k, v)), grads_expected):
-        torch.testing.assert_close(g, e, atol=1e-4, rtol=1e-4)
+
+
+def test_auto_takes_the_faster_measured_path_on_the_cpu(monkeypatch):
+    """At every measured shape, auto takes the path the table says was faster there."""
+    import json
+
+    import mae_lesson.transformer as transformer
+
+    monkeypatch.delenv("MAE_LESSON_ATTENTION", raising=False)
+    table = json.loads(transformer.CPU_ATTENTION_TABLE.read_text(encoding="utf-8"))
+    assert {row["faster"] for row in table["shapes"]} <= {"plain", "sdpa"}
+    calls = []
+    real = F.scaled_dot_product_attention
+    monkeypatch.setattr(transformer.F, "scaled_dot_product_attention", lambda *a, **kw: calls.append(1) or real(*a, **kw))
+    for row in table["shapes"]:
+        heads = 4
+        q = torch.zeros(row["batch_heads"] // heads, heads, row["tokens"], row["head_dim"])
+        calls.clear()
+        transformer.attention(q, q, q)
+        assert bool(calls) == (row["faster"] == "sdpa"), row
+        # a shape between measured ones follows its nearest neighbour
+        assert transformer.cpu_plain_is_faster(row["batch_heads"] + 1, row["tokens"], row["head_dim"]) == (row["faster"] == "plain")
+    # float64 is not in the table: SDPA
+    calls.clear()
+    transformer.attention(*(torch.randn(4, 4, 5, 32, dtype=torch.float64) for _ in range(3)))
+    assert calls
+
+
+def test_the_attention_table_covers_the_course_models():
+    """Every bundled config's attention shapes lie within one octave of a measured shape."""
+    import json
+    import math
+
+    import mae_lesson.transformer as transformer
+    from mae_lesson.config import Config, bundled_config_names
+
+    shapes = json.loads(transformer.CPU_ATTENTION_TABLE.read_text(encoding="utf-8"))["shapes"]
+    for name in bundled_config_names():
+        cfg = Config.from_file(name)
+        length = cfg.grid_size[0] * cfg.grid_size[1]
+        keep = int(length * (1 - cfg.mask_ratio))
+        for tokens, width, heads in ((1 + keep, cfg.embed_dim, cfg.encoder_num_heads), (1 + length, cfg.embed_dim, cfg.encoder_num_heads),
+                                     (1 + length, cfg.decoder_embed_dim, cfg.decoder_num_heads)):
+            nearest = min(abs(math.log2(tokens / s["tokens"])) + abs(math.log2(width // heads / s["head_dim"])) for s in shapes)
+            assert nearest <= 1.0, (name, tokens, width // heads)
+
+
+def test_a_wrong_attention_setting_is_refused(monkeypatch):
+    import mae_lesson.transformer as transformer
+
+    monkeypatch.setenv("MAE_LESSON_ATTENTION", "flash")
+    with pytest.raises(ValueError, match="MAE_LESSON_ATTENTION='flash': choose one of auto, plain, sdpa"):
+        transformer.attention(*(torch.randn(1, 1, 2, 4) for _ in range(3)))
