@@ -1,307 +1,330 @@
-"""The paper in miniature: MAE's key ablations (Table 1, Table 2, Figure 5) on Fashion-MNIST.
+"""The paper in miniature: MAE's key ablations (Table 1, Figure 5) on Fashion-MNIST, with seeds.
 
-Each setting pretrains the default CPU config with the same budget (``--steps`` optimizer steps
-of ``--batch-size`` images), then measures test reconstruction loss, a linear probe and kNN on
-frozen cls features, and a short fine-tune. One CSV row per run; finished runs are not redone
-(delete a row to redo it). Figures are drawn from the CSV.
+Each setting pretrains one model config with one budget and recipe, changing one thing at a time,
+then measures test reconstruction loss, a linear probe and kNN on frozen cls features (fitted on
+the first ``--probe-images`` training images), and a short fine-tune. One CSV row per (setting,
+seed), written as each run ends: a row already in the CSV is not redone (delete it to redo it), a
+finished pretraining run is reused from its folder, and an interrupted one starts over. Tables,
+figures and verdicts are drawn from the CSV (``experiments/ablation_report.py``).
 
-    python experiments/ablations.py                 # the committed sweep
-    python experiments/ablations.py --only mask_ratio --steps 50   # one ablation, quickly
-    python experiments/ablations.py --only target --values norm_pix --out runs/mine   # one setting
+    python experiments/ablations.py --only budget    # 1. the default setting at 1..5 epochs: choose the budget
+    python experiments/ablations.py                  # 2. the seeded sweep on the p7 model at that budget
+    python experiments/ablations.py --only normpix   # 3. why norm-pix encoders fine-tune worse
+    python experiments/ablations.py --sweep p4       # the earlier one-seed patch-4 sweep (ablations.csv)
+    python experiments/ablations.py --only target --values norm_pix --seeds 3 --epochs 4 --out runs/mine
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
-import json
 import sys
 import time
 from pathlib import Path
 
-import matplotlib.pyplot as plt
-import torch
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from mae_lesson.config import Config  # noqa: E402
+import ablation_report as report  # noqa: E402  (experiments/, beside this file)
+from ablation_report import LEGEND, draw_figures, read_rows, tick_label, write_rows  # noqa: E402,F401  (notebook 09)
+from ablation_runs import (  # noqa: E402,F401  (EncoderWithMaskTokens: notebook 09 and the tests)
+    RECIPE, EncoderWithMaskTokens, Sweep, eval_cost, evaluate_run, feature_scales, finetune_accuracy, log,
+    needs_pretraining, pretrain_cost, pretrain_setting, print_plan, run_dir, run_name, steps_for)
 from mae_lesson.data import load_fashion_mnist  # noqa: E402
-from mae_lesson.evaluate import evaluate_loss, extract_features, knn_classify, linear_probe  # noqa: E402
-from mae_lesson.finetune import FinetuneArgs, finetune  # noqa: E402
-from mae_lesson.model import MAE  # noqa: E402
-from mae_lesson.patch_embed import patch_tokens, prepend_cls  # noqa: E402
-from mae_lesson.pretrain import PretrainArgs, pretrain  # noqa: E402
 
 SHIPPED_CHECKPOINT = "data/mae_fashion_mnist_tiny.pt"
-# The sweep's base model: the patch-4 teaching model its committed runs were trained on (patch 7,
-# now the default CPU config, is one of its rows).
-BASE_CONFIG = "fashion_mnist_tiny"
-COLUMNS = ["ablation", "value", "recon_loss", "linear_probe", "knn", "finetune", "epoch_seconds",
-           "steps", "epochs", "overrides"]
+COLUMNS = ["ablation", "value", "seed", "recon_loss", "linear_probe", "knn", "finetune", "epoch_seconds",
+           "pretrain_seconds", "eval_seconds", "steps", "epochs", "overrides"]
+BUDGET_COLUMNS = ["budget", "epochs", "steps", "seed", "recon_loss", "linear_probe", "knn", "finetune",
+                  "epoch_seconds", "pretrain_seconds", "eval_seconds"]
+NORMPIX_COLUMNS = ["seed", "target", "check", "finetune_steps", "finetune_blr", "value", "seconds"]
 
-# (ablation, value, model overrides, run options); the default setting is repeated where the
-# paper's table would show it, but trained only once (same overrides -> same run folder).
-SETTINGS: list[tuple[str, str, dict, dict]] = (
+# (ablation, value, model overrides, run options); the default setting is listed where the paper's
+# table shows it but trained once per seed (same overrides -> same run).
+SETTINGS_P7: list[tuple[str, str, dict, dict]] = (
+    [("mask_ratio", str(r), {"mask_ratio": r}, {}) for r in (0.1, 0.25, 0.5, 0.75, 0.9)]
+    + [("target", "pixels", {"norm_pix_loss": False}, {}), ("target", "norm_pix", {"norm_pix_loss": True}, {})]
+    + [("decoder_depth", str(d), {"decoder_depth": d}, {}) for d in (1, 2, 4, 8)]
+    + [("encoder_mask_tokens", "no (MAE)", {}, {}), ("encoder_mask_tokens", "yes", {}, {"encoder_mask_tokens": True})]
+    # 4x4 patches: an even grid, so grid sampling works at 28x28 without resizing.
+    + [("mask_type", t, {"mask_type": t}, {}) for t in ("random", "block", "grid")]
+)
+# The earlier one-seed sweep on the patch-4 teaching model (ablations.csv, notebook 09).
+SETTINGS_P4: list[tuple[str, str, dict, dict]] = (
     [("mask_ratio", str(r), {"mask_ratio": r}, {}) for r in (0.1, 0.25, 0.5, 0.75, 0.9)]
     + [("target", "pixels", {"norm_pix_loss": False}, {}), ("target", "norm_pix", {"norm_pix_loss": True}, {})]
     + [("encoder_mask_tokens", "no (MAE)", {}, {}), ("encoder_mask_tokens", "yes", {}, {"encoder_mask_tokens": True})]
-    # x0 is the random-init encoder (no pretraining); "shipped" evaluates data/'s 20-epoch checkpoint
-    # with this script's protocol, so the schedule curve reaches the checkpoint the course ships.
+    # x0 is the random-init encoder (no pretraining); "shipped" evaluates data/'s 20-epoch checkpoint.
     + [("schedule", f"x{m}", {}, {"steps_multiplier": m}) for m in (0, 1, 2)]
     + [("schedule", "shipped", {}, {"checkpoint": SHIPPED_CHECKPOINT})]
     + [("decoder_depth", str(d), {"decoder_depth": d}, {}) for d in (1, 2, 4, 8)]
     + [("decoder_width", str(w), {"decoder_embed_dim": w}, {}) for w in (32, 64, 128)]
-    # Not in the paper: the encoder shape, for choosing the default CPU config (probe per CPU minute).
     + [("encoder", "w128 p4", {}, {}), ("encoder", "w64 p4", {"embed_dim": 64}, {}),
        ("encoder", "w128 p7", {"patch_size": 7}, {})]
-    # Grid sampling needs an even patch grid: this ablation resizes images to 32x32 (8x8 patches).
+    # Grid sampling needs an even patch grid: 32x32 images (8x8 patches of 4).
     + [("mask_type", t, {"mask_type": t, "img_size": 32}, {}) for t in ("random", "block", "grid")]
-    # The most expensive settings last, so a sweep cut short still has every ablation.
     + [("schedule", "x4", {}, {"steps_multiplier": 4}), ("encoder", "w192 p4", {"embed_dim": 192}, {})]
 )
-ORDER = {(a, v): i for i, (a, v, _, _) in enumerate(SETTINGS)}
+
+SWEEPS = {
+    # The main job's recipe, its warm-up share (2 of 50 epochs) and cosine fitted to each run's budget.
+    "p7": Sweep(config="fashion_mnist_p7", settings=SETTINGS_P7, seeds=(0, 1, 2), csv="ablations_p7.csv", tag="p7",
+                steps=None, warmup_fraction=RECIPE["warmup_epochs"] / RECIPE["epochs"], test_images=None,
+                claims=report.CLAIMS_P7),
+    # As committed: 250 steps of 256 images, 5% warm-up, seed 0, 2,000 test images.
+    "p4": Sweep(config="fashion_mnist_tiny", settings=SETTINGS_P4, seeds=(0,), csv="ablations.csv", tag="p4",
+                steps=250, warmup_fraction=0.05, test_images=2000, claims=None),
+}
 
 
-class EncoderWithMaskTokens(MAE):
-    """The ablation the paper argues against: the encoder also processes mask tokens.
-
-    Removed patches are replaced by a learned token *before* the encoder (as BEiT/SimMIM), so
-    the encoder runs on all 1 + L tokens; the decoder then needs no extra mask tokens.
-    """
-
-    def __init__(self, config) -> None:
-        super().__init__(config)
-        self.encoder_mask_token = torch.nn.Parameter(torch.zeros(1, 1, self.embed_dim))
-        torch.nn.init.normal_(self.encoder_mask_token, std=0.02)
-
-    def forward_encoder(self, imgs, mask_ratio, noise=None):
-        grid_hw = self.check_images(imgs)
-        pos_embed, _ = self.position_tables(grid_hw)
-        x = patch_tokens(self.patch_embed, pos_embed, imgs)  # [N, L, D]
-        if noise is None:
-            noise = self.mask_noise(x.shape[0], grid_hw, mask_ratio, device=x.device)
-        _, mask, ids_restore = self.random_masking(x, mask_ratio, noise=noise)
-        x = torch.where(mask.bool().unsqueeze(-1), self.encoder_mask_token + pos_embed[:, 1:, :], x)
-        x = prepend_cls(self.cls_token, pos_embed, x)  # [N, 1 + L, D]: every position, in patch order
-        return self.norm(self.run_blocks(self.blocks, x)), mask, ids_restore
-
-    def forward(self, imgs, mask_ratio=None, noise=None):
-        mask_ratio = self.mask_ratio if mask_ratio is None else mask_ratio
-        latent, mask, ids_restore = self.forward_encoder(imgs, mask_ratio, noise)
-        # The latent keeps patch order, so the decoder un-shuffles with the identity.
-        identity = torch.arange(latent.shape[1] - 1, device=latent.device).expand(latent.shape[0], -1)
-        pred = self.forward_decoder(latent, identity, self.check_images(imgs))
-        return {"loss": self.forward_loss(imgs, pred, mask), "pred": pred, "mask": mask, "latent": latent,
-                "ids_restore": ids_restore}
+def resolve_budget(args: argparse.Namespace, sweep: Sweep) -> tuple[int, str]:
+    """Optimizer steps per run and its folder label: ``--steps``, ``--epochs``, the sweep's own, or the
+    budget probe's suggestion (``budget_<tag>.csv``)."""
+    if args.steps is not None:
+        return args.steps, f"s{args.steps}"
+    if args.epochs is None and sweep.steps is not None:
+        return sweep.steps, f"s{sweep.steps}"
+    if args.epochs is None:
+        path = Path(args.out) / f"budget_{sweep.tag}.csv"
+        rows = [r for r in read_rows(path) if int(r["seed"]) == args.seeds[0]]
+        if len(rows) < len(args.budget_epochs) + 1:
+            raise SystemExit(f"no budget chosen: {path} holds {len(rows)} of the budget probe's "
+                             f"{len(args.budget_epochs) + 1} points. Run `python experiments/ablations.py --only "
+                             f"budget` first, or pass --epochs N")
+        args.epochs = report.suggest_budget(report.budget_curve(rows))
+        log(f"budget: {args.epochs:g} epochs, suggested by {path} (report.suggest_budget; --epochs N to choose)")
+    return steps_for(args, args.epochs), f"e{args.epochs:g}"
 
 
-def run_name(overrides: dict, options: dict) -> str:
-    """A folder name from what differs from the default config, so equal settings share a run."""
-    base = Config.from_file(BASE_CONFIG)
-    changed = {k: v for k, v in overrides.items() if base.get(k) != v}
-    changed.update({k: v for k, v in options.items() if not (k == "steps_multiplier" and v == 1)})
-    parts = [f"{k}={v}" for k, v in sorted(changed.items())]
-    return "default" if not parts else "_".join(parts).replace("/", "-")
-
-
-def read_rows(csv_path: Path) -> list[dict]:
-    if not csv_path.is_file():
-        return []
-    with open(csv_path, newline="") as handle:
-        return list(csv.DictReader(handle))
-
-
-def evaluate_run(model: MAE, train, test, args: argparse.Namespace) -> dict:
-    """Reconstruction loss, probe, kNN (on the first ``--probe-images`` train images), short fine-tune."""
-    model.eval()
-    sub_train = train.subset(args.probe_images)
-    train_x = extract_features(model, sub_train, "cls", progress=False)
-    test_x = extract_features(model, test, "cls", progress=False)
-    ft = finetune(model, train, test, FinetuneArgs(epochs=1, max_steps=args.finetune_steps, seed=args.seed,
-                                                   progress=False, warmup_epochs=0.05, blr=args.finetune_blr,
-                                                   crop_scale=args.finetune_crop))
-    return {
-        "recon_loss": evaluate_loss(model, test, model.config, torch.device("cpu"), max_images=len(test)),
-        "linear_probe": linear_probe(train_x, sub_train.labels, test_x, test.labels, epochs=20)["accuracy"],
-        "knn": knn_classify(train_x, sub_train.labels, test_x, test.labels)["accuracy"],
-        "finetune": ft["accuracy"],
-    }
-
-
-def train_or_load(overrides: dict, options: dict, key: str, train, args: argparse.Namespace) -> tuple[MAE, float, int, float]:
-    """Pretrain one setting (or load the shipped checkpoint, or build a random-init model).
-
-    Returns the model, the pretraining seconds per 60,000-image epoch, the optimizer steps and
-    the epochs of pretraining.
-    """
-    if "checkpoint" in options:
-        path = ROOT / options["checkpoint"]
-        metrics_path = path.with_name(path.stem + "_run") / "metrics.jsonl"
-        epochs = [json.loads(line) for line in metrics_path.read_text().splitlines()]
-        epochs = [m for m in epochs if m["kind"] == "epoch"]
-        # The fastest epoch: the shipped run shared the CPU with other jobs for part of the time
-        # (data/README.md), which only ever slows an epoch down.
-        steps = max(m["step"] for m in epochs)
-        seconds = min(m["seconds"] for m in epochs)
-        return MAE.from_checkpoint(path).float(), seconds, steps, max(m["epoch"] for m in epochs)
-    steps = args.steps * options.get("steps_multiplier", 1)
-    model_cls = EncoderWithMaskTokens if options.get("encoder_mask_tokens") else MAE
-    if steps == 0:  # the random-init encoder: the schedule curve's starting point
-        torch.manual_seed(args.seed)
-        return model_cls(Config({**Config.from_file(BASE_CONFIG), **overrides})), 0.0, 0, 0.0
-    run_dir = Path(args.out) / "runs" / key
-    pretrain_args = PretrainArgs(config=BASE_CONFIG, overrides=overrides, train_images=args.train_images, epochs=10**6,
-                                 max_steps=steps, schedule_steps=steps, warmup_epochs=0, batch_size=args.batch_size,
-                                 blr=args.blr, out=str(run_dir), progress=False, seed=args.seed,
-                                 ckpt_every_steps=10**9, log_every_steps=max(1, steps // 20),
-                                 data_root=args.data_root, num_figure_images=8,
-                                 overwrite=True)  # each variant reruns into its own folder on purpose
-    # Warm-up of 5% of the steps, as a fraction of an epoch of the (sub)set.
-    pretrain_args.warmup_epochs = 0.05 * steps * args.batch_size / len(train)
-    pretrain(pretrain_args, model_class=model_cls)
-    metrics = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    seconds = sum(m["seconds"] for m in metrics if m["kind"] == "epoch")
-    ckpt = torch.load(run_dir / "model.pt", weights_only=True)
-    model = model_cls(ckpt["config"])
-    model.load_state_dict(ckpt["model"])
-    images = steps * args.batch_size
-    return model, seconds / images * 60000, steps, images / len(train)
-
-
-def run_sweep(args: argparse.Namespace) -> Path:
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    csv_path = out / "ablations.csv"
-    done = {(r["ablation"], r["value"]) for r in read_rows(csv_path)}
-    cache: dict[str, dict] = {r["overrides"]: r for r in read_rows(csv_path)}
-    train = load_fashion_mnist(args.data_root, "train").subset(args.train_images)
-    test = load_fashion_mnist(args.data_root, "test").subset(args.test_images)
-    for ablation, value, overrides, options in SETTINGS:
-        if (args.only and ablation not in args.only) or (args.values and value not in args.values):
-            continue
-        if (ablation, value) in done:
-            print(f"{ablation}={value}: already in {csv_path}, not redone (delete its row to redo it)", flush=True)
-            continue
-        key = run_name(overrides, options)
-        if key in cache:  # the same setting already trained for another ablation
-            row = {**cache[key], "ablation": ablation, "value": value}
-        else:
-            model, seconds_per_epoch, steps, epochs = train_or_load(overrides, options, key, train, args)
-            scores = evaluate_run(model, train, test, args)
-            row = {"ablation": ablation, "value": value, **{k: f"{v:.4f}" for k, v in scores.items()},
-                   "epoch_seconds": f"{seconds_per_epoch:.1f}", "steps": steps, "overrides": key,
-                   "epochs": f"{epochs:.2f}"}
-            cache[key] = row
-        write_header = not csv_path.is_file()
-        with open(csv_path, "a", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=COLUMNS)
-            if write_header:
-                writer.writeheader()
-            writer.writerow({k: row[k] for k in COLUMNS})
-        print(f"{ablation}={value}: " + ", ".join(f"{k} {row[k]}" for k in COLUMNS[2:7]), flush=True)
-    draw_figures(csv_path, out)
+# ------------------------------------------------------------------------------ the three studies
+def run_sweep(args: argparse.Namespace, sweep: Sweep) -> Path:
+    """Every selected (setting, seed) not yet in the CSV, seeds outermost, then the report."""
+    csv_path = Path(args.csv) if args.csv else Path(args.out) / sweep.csv
+    rows = read_rows(csv_path)
+    steps, label = resolve_budget(args, sweep)
+    for row in rows:  # one budget per CSV (the schedule rows of p4 have their own)
+        own = "steps_multiplier" in row["overrides"] or "checkpoint" in row["overrides"]
+        if not own and int(row["steps"]) != steps:
+            raise SystemExit(f"{csv_path} holds runs of {row['steps']} steps and this call asks for {steps}: pass "
+                             f"the same budget, or write elsewhere (--out or --csv)")
+    done = {(r["ablation"], r["value"], int(r.get("seed") or 0)) for r in rows}
+    cache = {(r["overrides"], int(r.get("seed") or 0)): r for r in rows}  # a run shared by several rows
+    todo = [(seed, s) for seed in args.seeds for s in sweep.settings
+            if (not args.only or s[0] in args.only) and (not args.values or s[1] in args.values)
+            and (s[0], s[1], seed) not in done]
+    runs = {(run_name(sweep.config, s[2], s[3]), seed): s for seed, s in todo}
+    runs = {key: s for key, s in runs.items() if key not in cache}
+    dirs = {key: run_dir(args, sweep, label, s[2], s[3], key[1]) for key, s in runs.items()}
+    fresh = [key for key, s in runs.items()
+             if needs_pretraining(args, sweep, s[2], s[3], key[1], steps * s[3].get("steps_multiplier", 1), dirs[key])]
+    seconds = (sum(pretrain_cost(sweep, runs[k][2], runs[k][3], steps, args) for k in fresh)
+               + len(runs) * eval_cost(args))
+    print_plan(f"{len(todo)} row(s) of {csv_path.name} at {steps} steps ({label})", len(runs), len(fresh), seconds)
+    if args.plan_only:
+        return csv_path
+    for i, (seed, (ablation, value, overrides, options)) in enumerate(todo, 1):
+        key = (run_name(sweep.config, overrides, options), seed)
+        if key not in cache:
+            model, timing = pretrain_setting(args, sweep, overrides, options, seed,
+                                             steps * options.get("steps_multiplier", 1), dirs[key])
+            scores = evaluate_run(model, args, seed)
+            cache[key] = {**{k: f"{v:.4f}" for k, v in scores.items()}, "overrides": key[0], "seed": seed,
+                          "steps": timing["steps"], "epochs": f"{timing['epochs']:.2f}",
+                          **{k: f"{timing[k]:.1f}" for k in ("pretrain_seconds", "epoch_seconds")},
+                          "eval_seconds": f"{scores['eval_seconds']:.1f}"}
+        rows.append({**cache[key], "ablation": ablation, "value": value})
+        write_rows(csv_path, rows, COLUMNS)
+        row = rows[-1]
+        log(f"{i}/{len(todo)} {ablation}={value} seed {seed}: probe {row['linear_probe']}, kNN {row['knn']}, "
+            f"fine-tune {row['finetune']}, recon {row['recon_loss']} ({row['pretrain_seconds']} s pretraining, "
+            f"{row['eval_seconds']} s evaluation)")
+    if todo:
+        write_sweep_report(csv_path, sweep)
     return csv_path
 
 
-def panel_order(row: dict) -> tuple[float, int]:
-    """Plot order within a panel: by pretraining epochs for the schedule, else as listed in SETTINGS."""
-    if row["ablation"] == "schedule":
-        return float(row["epochs"]), 0
-    return 0.0, ORDER.get((row["ablation"], row["value"]), len(ORDER))
-
-
-def tick_label(row: dict) -> str:
-    """The setting, plus what the panel is about: epochs for the schedule, time for cost ablations."""
-    if row["ablation"] == "schedule":
-        return f"{row['value']}\n{float(row['epochs']):.1f} ep"
-    if row["ablation"] in ("encoder_mask_tokens", "encoder"):
-        return f"{row['value']}\n{float(row['epoch_seconds']):.0f} s/ep"
-    return row["value"]
-
-
-LEGEND = {"linear_probe": "linear probe", "knn": "kNN", "finetune": "fine-tune"}
-
-
-def draw_figures(csv_path: Path, out: Path, n_test: int = 2000) -> list[Path]:
-    """One panel per ablation: probe, kNN and fine-tune accuracy against the setting.
-
-    Every point carries an error bar of one standard error of an accuracy measured on ``n_test``
-    test images, ``sqrt(p * (1 - p) / n_test)``, and every panel shares one accuracy axis, so
-    heights and gaps compare across panels.
-    """
+def write_sweep_report(csv_path: Path, sweep: Sweep) -> list[Path]:
+    """``<stem>.md`` and ``<stem>.png`` for a seeded sweep; the one-seed figure for the p4 sweep."""
+    if sweep.claims is None:
+        return draw_figures(csv_path, csv_path.parent)
     rows = read_rows(csv_path)
-    ablations = list(dict.fromkeys(r["ablation"] for r in rows))
-    if not ablations:
+    if not rows:
         return []
-    metrics = (("linear_probe", "o"), ("knn", "s"), ("finetune", "^"))
-    values = [float(r[m]) for r in rows for m, _ in metrics]
-    margin = 2 * max((v * (1 - v) / n_test) ** 0.5 for v in values)
-    low, high = 100 * (min(values) - margin), 100 * (max(values) + margin)
-    cols = 3
-    n_rows = (len(ablations) + cols - 1) // cols
-    fig, axes = plt.subplots(n_rows, cols, figsize=(3.6 * cols, 2.9 * n_rows), squeeze=False, sharey=True)
-    for ax, name in zip(axes.flat, ablations):
-        sel = sorted((r for r in rows if r["ablation"] == name), key=panel_order)
-        xs = range(len(sel))
-        for offset, (metric, marker) in zip((-0.08, 0.0, 0.08), metrics):
-            acc = [float(r[metric]) for r in sel]
-            se = [100 * (a * (1 - a) / n_test) ** 0.5 for a in acc]
-            # A small sideways offset per measure keeps the error bars of close points apart.
-            ax.errorbar([x + offset for x in xs], [100 * a for a in acc], yerr=se, marker=marker, ms=4, capsize=2,
-                        lw=1, label=LEGEND[metric])
-        ax.set_xticks(list(xs), [tick_label(r) for r in sel], fontsize=7)
-        ax.set_xlim(-0.5, len(sel) - 0.5)
-        ax.set_ylim(low, high)
-        ax.set_title(name.replace("_", " "), fontsize=9)
-        ax.grid(alpha=0.3)
-    for ax in axes[:, 0]:
-        ax.set_ylabel("test accuracy %", fontsize=8)
-    axes.flat[0].legend(fontsize=7)
-    for ax in list(axes.flat)[len(ablations):]:
-        ax.axis("off")
-    fig.suptitle(f"MAE ablations on Fashion-MNIST (same pretraining budget per run; bars: one standard error "
-                 f"on {n_test:,} test images)", fontsize=10)
-    fig.tight_layout()
-    path = out / "ablations.png"
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
-    return [path]
+    summary = report.aggregate(rows)
+    judged = report.verdicts(summary, sweep.claims)
+    seeds = sorted({int(r["seed"]) for r in rows})
+    title = (f"MAE ablations, {sweep.config} on Fashion-MNIST: {rows[0]['epochs']} epochs of pretraining per run, "
+             f"seeds {', '.join(map(str, seeds))}")
+    md, png = csv_path.with_suffix(".md"), csv_path.with_suffix(".png")
+    md.write_text(report.markdown_report(summary, judged, title))
+    report.draw_seeded(summary, png, title + " (bars: ±1 sd over seeds)")
+    for j in judged:
+        log(f"{j['claim'].ablation}: {j['claim'].text()}: {j['verdict']}")
+    log(f"wrote {md}, {png}")
+    return [md, png]
 
 
+def run_budget(args: argparse.Namespace, sweep: Sweep) -> Path:
+    """The default setting pretrained for each of ``--budget-epochs`` (own schedule each) and at random init."""
+    csv_path = Path(args.out) / f"budget_{sweep.tag}.csv"
+    rows, seed = read_rows(csv_path), args.seeds[0]
+    done = {(float(r["budget"]), int(r["seed"])) for r in rows}
+    todo = [e for e in [0.0, *args.budget_epochs] if (e, seed) not in done]
+    dirs = {e: run_dir(args, sweep, f"e{e:g}", {}, {}, seed) for e in todo}
+    fresh = [e for e in todo if needs_pretraining(args, sweep, {}, {}, seed, steps_for(args, e), dirs[e])]
+    seconds = sum(pretrain_cost(sweep, {}, {}, steps_for(args, e), args) for e in fresh) + len(todo) * eval_cost(args)
+    print_plan(f"budget probe, {len(todo)} point(s) of {csv_path.name}", len(todo), len(fresh), seconds)
+    if args.plan_only:
+        return csv_path
+    for e in todo:
+        model, timing = pretrain_setting(args, sweep, {}, {}, seed, steps_for(args, e), dirs[e])
+        scores = evaluate_run(model, args, seed)
+        rows.append({"budget": f"{e:g}", "seed": seed, "steps": timing["steps"], "epochs": f"{timing['epochs']:.2f}",
+                     **{k: f"{v:.4f}" for k, v in scores.items() if k != "eval_seconds"},
+                     **{k: f"{timing[k]:.1f}" for k in ("pretrain_seconds", "epoch_seconds")},
+                     "eval_seconds": f"{scores['eval_seconds']:.1f}"})
+        rows.sort(key=lambda r: (int(r["seed"]), float(r["budget"])))
+        write_rows(csv_path, rows, BUDGET_COLUMNS)
+        log(f"{e:g} epochs: probe {scores['linear_probe']:.4f}, kNN {scores['knn']:.4f}, "
+            f"fine-tune {scores['finetune']:.4f}, recon {scores['recon_loss']:.4f}")
+    write_budget_report(csv_path, sweep, seed)
+    return csv_path
+
+
+def write_budget_report(csv_path: Path, sweep: Sweep, seed: int) -> None:
+    """The curve printed and drawn (``budget_<tag>.png``) with the suggested budget."""
+    rows = [r for r in read_rows(csv_path) if int(r["seed"]) == seed]
+    if not rows:
+        return
+    suggested = report.suggest_budget(report.budget_curve(rows)) if len(rows) > 1 else None
+    report.draw_budget(rows, csv_path.with_suffix(".png"), f"{sweep.config}, default setting, seed {seed}: each "
+                       f"budget its own warm-up and cosine", suggested)
+    print("\nepochs   probe %   kNN %   fine-tune %   recon loss")
+    for r in sorted(rows, key=lambda r: float(r["budget"])):
+        print(f"{r['budget']:>6} {100 * float(r['linear_probe']):>9.1f} {100 * float(r['knn']):>7.1f} "
+              f"{100 * float(r['finetune']):>13.1f} {float(r['recon_loss']):>12.4f}")
+    if suggested is not None:
+        print(f"\nsuggested budget: {suggested:g} epochs: after it the probe's rise per epoch falls below half its "
+              f"steepest (report.suggest_budget). One seed: read the curve above too. The sweep and the norm-pix "
+              f"study use it when run without --epochs.")
+
+
+NORMPIX_ENCODERS = {"pixels": {"norm_pix_loss": False}, "norm_pix": {"norm_pix_loss": True}, "random_init": None}
+
+
+def run_normpix(args: argparse.Namespace, sweep: Sweep) -> Path:
+    """Pixels, norm-pix and random-init encoders per seed, at the sweep's budget (the sweep's own runs):
+    the standard fine-tune, 3x longer, at half and double its lr, and the scale of the frozen features."""
+    csv_path = Path(args.out) / f"normpix_{sweep.tag}.csv"
+    rows = read_rows(csv_path)
+    steps, label = resolve_budget(args, sweep)
+    s, b = args.finetune_steps, args.finetune_blr
+    variants = [(s, b), (3 * s, b), (s, b / 2), (s, 2 * b)]
+    done = {(int(r["seed"]), r["target"], r["check"], r["finetune_steps"], r["finetune_blr"]) for r in rows}
+    jobs: dict[tuple[int, str], list] = {}  # (seed, encoder) -> fine-tune (steps, blr) pairs and/or "scales"
+    for seed in args.seeds:
+        for target in NORMPIX_ENCODERS:
+            todo = [v for v in variants if (seed, target, "finetune", str(v[0]), f"{v[1]:g}") not in done]
+            todo += ["scales"] if (seed, target, "cls_l2_norm", "", "") not in done else []
+            if todo:
+                jobs[(seed, target)] = todo
+    budget = {target: 0 if o is None else steps for target, o in NORMPIX_ENCODERS.items()}
+    dirs = {(seed, t): run_dir(args, sweep, label, NORMPIX_ENCODERS[t] or {}, {}, seed) for seed, t in jobs}
+    fresh = [(seed, t) for seed, t in jobs
+             if needs_pretraining(args, sweep, NORMPIX_ENCODERS[t] or {}, {}, seed, budget[t], dirs[(seed, t)])]
+    seconds = (sum(pretrain_cost(sweep, NORMPIX_ENCODERS[t], {}, steps, args) for _, t in fresh)
+               + sum(2 * eval_cost(args, 0, probe=False) if v == "scales" else eval_cost(args, v[0], probe=False)
+                     for todo in jobs.values() for v in todo))
+    print_plan(f"norm-pix study at {steps} steps ({label}), {len(jobs)} encoder(s)", len(jobs), len(fresh), seconds)
+    if args.plan_only:
+        return csv_path
+    for (seed, target), todo in jobs.items():
+        model, _ = pretrain_setting(args, sweep, NORMPIX_ENCODERS[target] or {}, {}, seed, budget[target],
+                                    dirs[(seed, target)])
+        for job in todo:
+            tick = time.perf_counter()
+            if job == "scales":
+                found = {check: (value, "", "") for check, value in feature_scales(model, args.test).items()}
+            else:
+                found = {"finetune": (finetune_accuracy(model, args, seed, *job), str(job[0]), f"{job[1]:g}")}
+            for check, (value, ft_steps, ft_blr) in found.items():
+                rows.append({"seed": seed, "target": target, "check": check, "finetune_steps": ft_steps,
+                             "finetune_blr": ft_blr, "value": f"{value:.4f}",
+                             "seconds": f"{time.perf_counter() - tick:.1f}"})
+            write_rows(csv_path, rows, NORMPIX_COLUMNS)
+            log(f"seed {seed} {target}: " + ", ".join(
+                f"{check} {value:.4f}" + (f" ({ft_steps} steps, blr {ft_blr})" if ft_steps else "")
+                for check, (value, ft_steps, ft_blr) in found.items()))
+    md = csv_path.with_suffix(".md")
+    md.write_text(report.normpix_report(read_rows(csv_path)))
+    log(f"wrote {md}")
+    return csv_path
+
+
+# ------------------------------------------------------------------------------ command line
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--out", default=str(ROOT / "experiments"))
-    parser.add_argument("--steps", type=int, default=250, help="pretraining optimizer steps per run")
-    parser.add_argument("--batch-size", type=int, default=256)
-    parser.add_argument("--blr", type=float, default=1e-3)
+    parser.add_argument("--sweep", choices=sorted(SWEEPS), default="p7",
+                        help="p7: the seeded sweep on the default CPU model; p4: the earlier one-seed patch-4 sweep")
+    parser.add_argument("--only", nargs="*", default=None,
+                        help="run only these ablations, or one study: budget (the budget probe) or normpix")
+    parser.add_argument("--values", nargs="*", default=None,
+                        help="run only these values (e.g. --only target --values norm_pix)")
+    parser.add_argument("--seeds", "--seed", nargs="+", type=int, default=None, help="default: the sweep's (p7: 0 1 2)")
+    parser.add_argument("--epochs", type=float, default=None,
+                        help="pretraining epochs per run (p7 default: the budget probe's suggestion)")
+    parser.add_argument("--steps", type=int, default=None,
+                        help="pretraining optimizer steps per run (replaces --epochs; smoke runs)")
+    parser.add_argument("--budget-epochs", nargs="+", type=float, default=[1, 2, 3, 4, 5],
+                        help="the budget probe's budgets, in epochs (each its own run and schedule)")
+    parser.add_argument("--out", default=str(ROOT / "experiments"),
+                        help="CSVs, tables and figures; run folders in OUT/runs")
+    parser.add_argument("--csv", default=None,
+                        help="the sweep's CSV (default: OUT/ablations_p7.csv; OUT/ablations.csv for p4)")
+    parser.add_argument("--batch-size", type=int, default=RECIPE["batch_size"])
+    parser.add_argument("--blr", type=float, default=RECIPE["blr"])
     parser.add_argument("--train-images", type=int, default=None)
-    parser.add_argument("--test-images", type=int, default=2000)
+    parser.add_argument("--test-images", type=int, default=None,
+                        help="default: the sweep's (p7: all 10,000; p4: 2,000)")
     parser.add_argument("--probe-images", type=int, default=10000)
     parser.add_argument("--finetune-steps", type=int, default=60)
     # A short fine-tune needs a bolder lr and milder crops than FinetuneArgs' defaults (notebook 07).
     parser.add_argument("--finetune-blr", type=float, default=4e-3)
     parser.add_argument("--finetune-crop", type=float, default=0.8, help="RandomResizedCrop scale lower bound")
-    parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--data-root", default=str(ROOT / "data"))
-    parser.add_argument("--only", nargs="*", default=None, help="run only these ablations")
-    parser.add_argument("--values", nargs="*", default=None, help="run only these values (e.g. --only target --values norm_pix)")
-    parser.add_argument("--figures-only", action="store_true", help="redraw figures from the CSV")
+    parser.add_argument("--figures-only", action="store_true", help="redraw tables and figures from the CSVs")
+    parser.add_argument("--plan-only", action="store_true", help="print the plan and its time estimate, run nothing")
     args = parser.parse_args(argv)
-    known = {a: [v for a2, v, _, _ in SETTINGS if a2 == a] for a, _, _, _ in SETTINGS}
+    sweep = SWEEPS[args.sweep]
+    studies = {"budget", "normpix"}
+    known = {a: [v for a2, v, _, _ in sweep.settings if a2 == a] for a, _, _, _ in sweep.settings}
     for name in args.only or []:
-        if name not in known:
-            parser.error(f"unknown ablation {name!r}; choose from {', '.join(known)}")
-    chosen = [v for a in (args.only or known) for v in known[a]]
+        if name not in known and name not in studies:
+            parser.error(f"unknown ablation {name!r}; choose from {', '.join(known)} (or one study: budget, normpix)")
+    study = next((name for name in args.only or [] if name in studies), None)
+    if study and len(args.only) > 1:
+        parser.error(f"--only {study} runs a study of its own: give it alone")
+    chosen = [v for a in (args.only or known) if a in known for v in known[a]]
     for value in args.values or []:
         if value not in chosen:
             parser.error(f"no setting {value!r} in {', '.join(args.only or known)}; its values are {', '.join(chosen)}")
+    args.seeds = args.seeds or list(sweep.seeds)
+    out = Path(args.out)
     if args.figures_only:
-        print(draw_figures(Path(args.out) / "ablations.csv", Path(args.out)))
+        if study == "budget":
+            write_budget_report(out / f"budget_{sweep.tag}.csv", sweep, args.seeds[0])
+        elif study == "normpix":
+            rows = read_rows(out / f"normpix_{sweep.tag}.csv")
+            (out / f"normpix_{sweep.tag}.md").write_text(report.normpix_report(rows))
+        else:
+            write_sweep_report(Path(args.csv) if args.csv else out / sweep.csv, sweep)
         return
+    test_images = args.test_images if args.test_images is not None else sweep.test_images
+    args.train = load_fashion_mnist(args.data_root, "train").subset(args.train_images)
+    args.test = load_fashion_mnist(args.data_root, "test").subset(test_images)
     start = time.perf_counter()
-    path = run_sweep(args)
-    print(f"wrote {path} in {time.perf_counter() - start:.0f} s")
+    path = {"budget": run_budget, "normpix": run_normpix, None: run_sweep}[study](args, sweep)
+    if not args.plan_only:
+        log(f"wrote {path} in {time.perf_counter() - start:.0f} s")
 
 
 if __name__ == "__main__":

@@ -149,7 +149,7 @@ def test_a_run_set_up_without_pretrain_frees_its_folder_when_collected(tmp_path,
 
 
 def test_the_ablation_sweep_says_it_overwrites():
-    text = (ROOT / "experiments" / "ablations.py").read_text()
+    text = (ROOT / "experiments" / "ablation_runs.py").read_text()
     assert "overwrite=True" in text.split("PretrainArgs(", 1)[1].split("pretrain(", 1)[0]
 
 
