@@ -33,7 +33,7 @@ def adamw(groups: list[dict[str, Any]], lr: float, betas: tuple[float, float] = 
     """AdamW over ``groups`` (from :func:`param_groups`), fused into one kernel where torch has one.
 
     The fused kernel (CUDA, and the CPU since torch 2.4) computes the same update as the default
-    per-tensor loop to float rounding (tests/test_optim.py), about 4x faster on the CPU
+    per-tensor loop to float rounding (tests/test_optim.py), 3-4x faster on the CPU
     (benchmarks/cpu_kernels.md). Older torch builds without it get the default loop.
     """
     try:
