@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import ROOT, environment, fmt, md_table  # noqa: E402
+from common import ROOT, environment, fmt, md_table, time_interleaved  # noqa: E402
 from mae_lesson import MAE, Config  # noqa: E402
 from mae_lesson.optim import param_groups  # noqa: E402
 from mae_lesson.patch_embed import PatchEmbed  # noqa: E402
@@ -45,20 +45,15 @@ TOKENS = (5, 13, 17, 50, 65, 197)
 HEAD_DIMS = (16, 32, 64)
 BATCH_HEADS = (96, 384, 1024)
 QUICK = {"tokens": (5, 50), "head_dims": (32,), "batch_heads": (64,)}
+CPU = torch.device("cpu")
 
 
-def interleaved(fns: dict[str, Callable[[], None]], rounds: int) -> dict[str, float]:
-    """Median seconds per call of each function, timed in rotating order round by round."""
+def median_seconds(fns: dict[str, Callable[[], None]], rounds: int) -> dict[str, float]:
+    """Median seconds per call of each function after one warm-up call, timed side by side
+    (``common.time_interleaved``: rotating order round by round)."""
     for fn in fns.values():
-        fn()  # warm-up
-    times: dict[str, list[float]] = {name: [] for name in fns}
-    names = list(fns)
-    for r in range(rounds):
-        for name in names[r % len(names):] + names[: r % len(names)]:
-            t0 = time.perf_counter()
-            fns[name]()
-            times[name].append(time.perf_counter() - t0)
-    return {name: statistics.median(t) for name, t in times.items()}
+        fn()
+    return {name: statistics.median(t) for name, t in time_interleaved(fns, rounds, CPU).items()}
 
 
 def attention_step(path: Callable, batch_heads: int, tokens: int, head_dim: int, heads: int) -> Callable[[], None]:
@@ -84,7 +79,7 @@ def measure_attention(tokens: tuple[int, ...], head_dims: tuple[int, ...], batch
     rows = []
     for bh, t, d in itertools.product(batch_heads, tokens, head_dims):
         heads = 4
-        times = interleaved({"plain": attention_step(plain_attention, bh, t, d, heads),
+        times = median_seconds({"plain": attention_step(plain_attention, bh, t, d, heads),
                              "sdpa": attention_step(sdpa_attention, bh, t, d, heads)}, rounds)
         rows.append({"batch_heads": bh, "tokens": t, "head_dim": d, "plain_ms": times["plain"] * 1e3,
                      "sdpa_ms": times["sdpa"] * 1e3, "faster": min(times, key=times.get)})
@@ -112,7 +107,7 @@ def measure_patch_embed(rounds: int, quick: bool) -> list[dict[str, float | str]
             embed.zero_grad()
             embed(imgs).backward(grad_out)
 
-        times = interleaved({"conv": conv, "matmul": matmul}, rounds)
+        times = median_seconds({"conv": conv, "matmul": matmul}, rounds)
         rows.append({"config": name, "batch": n, "conv_ms": times["conv"] * 1e3, "matmul_ms": times["matmul"] * 1e3})
     return rows
 
@@ -127,7 +122,7 @@ def measure_adamw(rounds: int, quick: bool) -> list[dict[str, float | str]]:
             param.grad = torch.randn_like(param) * 1e-3
         optimizers = {kind: torch.optim.AdamW(param_groups(model, 0.05), lr=1e-4, **kw) for kind, kw in
                       (("loop", {"foreach": False}), ("foreach", {"foreach": True}), ("fused", {"fused": True}))}
-        times = interleaved({kind: opt.step for kind, opt in optimizers.items()}, rounds)
+        times = median_seconds({kind: opt.step for kind, opt in optimizers.items()}, rounds)
         rows.append({"config": name, "params": sum(p.numel() for p in model.parameters()),
                      **{f"{kind}_ms": t * 1e3 for kind, t in times.items()}})
     return rows

@@ -27,6 +27,7 @@ from mae_lesson.flops import forward_flops  # noqa: E402
 from mae_lesson.model import MAE  # noqa: E402
 from mae_lesson.patch_embed import patch_tokens, prepend_cls  # noqa: E402
 from mae_lesson.pretrain import PretrainArgs, pretrain  # noqa: E402
+from mae_lesson.viz import read_metrics  # noqa: E402
 
 RECIPE = load_recipe("pretrain_cpu")  # the main job's recipe: lr, batch, weight decay, warm-up share
 
@@ -156,8 +157,7 @@ def pretrain_setting(args: argparse.Namespace, sweep: Sweep, overrides: dict, op
     model_cls = EncoderWithMaskTokens if options.get("encoder_mask_tokens") else MAE
     if "checkpoint" in options:
         path = ROOT / options["checkpoint"]
-        log_rows = [json.loads(line) for line in (path.with_name(path.stem + "_run") / "metrics.jsonl").open()]
-        epochs = [m for m in log_rows if m["kind"] == "epoch"]
+        epochs = [m for m in read_metrics(path.with_name(path.stem + "_run") / "metrics.jsonl") if m["kind"] == "epoch"]
         # Its fastest epoch: the shipped run shared the CPU at times, which only slows an epoch down.
         return MAE.from_checkpoint(path).float(), {
             "steps": max(m["step"] for m in epochs), "epochs": max(m["epoch"] for m in epochs),
@@ -170,11 +170,8 @@ def pretrain_setting(args: argparse.Namespace, sweep: Sweep, overrides: dict, op
     if not finished(folder, wanted):
         pretrain(wanted, model_class=model_cls)
         (folder / "checkpoint.pt").unlink(missing_ok=True)  # 3x model.pt (optimizer state); runs restart, never resume
-    metrics = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
-    seconds = sum(m["seconds"] for m in metrics if m["kind"] == "epoch")
-    ckpt = torch.load(folder / "model.pt", weights_only=True)
-    model = model_cls(ckpt["config"])
-    model.load_state_dict(ckpt["model"])
+    seconds = sum(m["seconds"] for m in read_metrics(folder / "metrics.jsonl") if m["kind"] == "epoch")
+    model = model_cls.from_checkpoint(folder / "model.pt")
     images = steps * args.batch_size
     return model, {"steps": steps, "epochs": images / len(args.train), "pretrain_seconds": seconds,
                    "epoch_seconds": seconds / images * 60000}

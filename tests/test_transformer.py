@@ -102,6 +102,17 @@ def test_model_blocks_are_blocks(tiny_model):
     assert all(isinstance(b, Block) for b in [*tiny_model.blocks, *tiny_model.decoder_blocks])
 
 
+@pytest.fixture
+def sdpa_calls(monkeypatch) -> list:
+    """A list that gets one entry per call of SDPA inside ``mae_lesson.transformer``."""
+    import mae_lesson.transformer as transformer
+
+    calls = []
+    real = F.scaled_dot_product_attention
+    monkeypatch.setattr(transformer.F, "scaled_dot_product_attention", lambda *a, **kw: calls.append(1) or real(*a, **kw))
+    return calls
+
+
 @pytest.mark.parametrize("path", ["plain", "sdpa", "auto"])
 @pytest.mark.parametrize("tokens, head_dim", [(5, 32), (13, 32), (50, 16), (65, 64), (197, 64)])
 def test_every_attention_path_gives_the_formula(monkeypatch, path, tokens, head_dim):
@@ -120,18 +131,16 @@ def test_every_attention_path_gives_the_formula(monkeypatch, path, tokens, head_
 
 
 @pytest.mark.parametrize("path, fused", [("plain", False), ("sdpa", True)])
-def test_a_forced_path_is_taken(monkeypatch, path, fused):
+def test_a_forced_path_is_taken(monkeypatch, sdpa_calls, path, fused):
     import mae_lesson.transformer as transformer
 
     monkeypatch.setenv("MAE_LESSON_ATTENTION", path)
-    calls = []
-    real = F.scaled_dot_product_attention
-    monkeypatch.setattr(transformer.F, "scaled_dot_product_attention", lambda *a, **kw: calls.append(1) or real(*a, **kw))
+    calls = sdpa_calls
     transformer.attention(*(torch.randn(2, 2, 5, 8) for _ in range(3)))
     assert bool(calls) == fused
 
 
-def test_auto_takes_the_faster_measured_path_on_the_cpu(monkeypatch):
+def test_auto_takes_the_faster_measured_path_on_the_cpu(monkeypatch, sdpa_calls):
     """At every measured shape, auto takes the path the table says was faster there."""
     import json
 
@@ -140,9 +149,7 @@ def test_auto_takes_the_faster_measured_path_on_the_cpu(monkeypatch):
     monkeypatch.delenv("MAE_LESSON_ATTENTION", raising=False)
     table = json.loads(transformer.CPU_ATTENTION_TABLE.read_text(encoding="utf-8"))
     assert {row["faster"] for row in table["shapes"]} <= {"plain", "sdpa"}
-    calls = []
-    real = F.scaled_dot_product_attention
-    monkeypatch.setattr(transformer.F, "scaled_dot_product_attention", lambda *a, **kw: calls.append(1) or real(*a, **kw))
+    calls = sdpa_calls
     for row in table["shapes"]:
         heads = 4
         q = torch.zeros(row["batch_heads"] // heads, heads, row["tokens"], row["head_dim"])
