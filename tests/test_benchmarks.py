@@ -117,3 +117,16 @@ def test_profile_names_the_operators(tmp_path):
     text = out.read_text()
     assert text.startswith("Command: `python benchmarks/profile_step.py --batch 4")
     assert text.count("## mae_lesson") == 1 and text.count("## hf_sdpa") == 1 and "aten::" in text
+
+
+def test_readme_quotes_the_committed_cpu_benchmark():
+    """The README's speed table is the committed run's "every configuration" table, row for row."""
+    from train_step import versus_hf_table
+
+    results = json.loads((ROOT / "benchmarks" / "results_cpu.json").read_text())
+    readme = (ROOT / "README.md").read_text()
+    table = versus_hf_table(results)
+    assert table in readme, "README's speed table differs from benchmarks/results_cpu.json: paste versus_hf_table"
+    assert table in (ROOT / "benchmarks" / "results_cpu.md").read_text()
+    assert f"({round(results['wall_s'] / 60)} minutes on 2 quiet cores)" in readme
+    assert set(results["configs"]) == set(CONFIG_NAMES)  # every configuration measured, none left out
