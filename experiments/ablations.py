@@ -78,7 +78,7 @@ SWEEPS = {
 
 def resolve_budget(args: argparse.Namespace, sweep: Sweep) -> tuple[int, str]:
     """Optimizer steps per run and its folder label: ``--steps``, ``--epochs``, the sweep's own, or the
-    budget probe's suggestion (``budget_<tag>.csv``)."""
+    budget probe's choice (``budget_<tag>.csv``, ``report.choose_budget``)."""
     if args.steps is not None:
         return args.steps, f"s{args.steps}"
     if args.epochs is None and sweep.steps is not None:
@@ -90,8 +90,13 @@ def resolve_budget(args: argparse.Namespace, sweep: Sweep) -> tuple[int, str]:
             raise SystemExit(f"no budget chosen: {path} holds {len(rows)} of the budget probe's "
                              f"{len(args.budget_epochs) + 1} points. Run `python experiments/ablations.py --only "
                              f"budget` first, or pass --epochs N")
-        args.epochs = report.suggest_budget(report.budget_curve(rows))
-        log(f"budget: {args.epochs:g} epochs, suggested by {path} (report.suggest_budget; --epochs N to choose)")
+        args.epochs = report.choose_budget(rows, args.budget_margin / 100)
+        if args.epochs is None:
+            raise SystemExit(f"no budget in {path} has every accuracy {args.budget_margin:g} points above random "
+                             f"init and still rising: probe longer budgets (--budget-epochs), lower --budget-margin, "
+                             f"or pass --epochs N")
+        log(f"budget: {args.epochs:g} epochs, chosen from {path} (report.choose_budget, margin "
+            f"{args.budget_margin:g} points; --epochs N to choose)")
     return steps_for(args, args.epochs), f"e{args.epochs:g}"
 
 
@@ -186,26 +191,29 @@ def run_budget(args: argparse.Namespace, sweep: Sweep) -> Path:
         write_rows(csv_path, rows, BUDGET_COLUMNS)
         log(f"{e:g} epochs: probe {scores['linear_probe']:.4f}, kNN {scores['knn']:.4f}, "
             f"fine-tune {scores['finetune']:.4f}, recon {scores['recon_loss']:.4f}")
-    write_budget_report(csv_path, sweep, seed)
+    write_budget_report(csv_path, sweep, seed, args.budget_margin)
     return csv_path
 
 
-def write_budget_report(csv_path: Path, sweep: Sweep, seed: int) -> None:
-    """The curve printed and drawn (``budget_<tag>.png``) with the suggested budget."""
+def write_budget_report(csv_path: Path, sweep: Sweep, seed: int, margin: float) -> None:
+    """The curve printed and drawn (``budget_<tag>.png``) with the chosen budget."""
     rows = [r for r in read_rows(csv_path) if int(r["seed"]) == seed]
     if not rows:
         return
-    suggested = report.suggest_budget(report.budget_curve(rows)) if len(rows) > 1 else None
+    chosen = report.choose_budget(rows, margin / 100) if any(float(r["budget"]) == 0 for r in rows) else None
     report.draw_budget(rows, csv_path.with_suffix(".png"), f"{sweep.config}, default setting, seed {seed}: each "
-                       f"budget its own warm-up and cosine", suggested)
+                       f"budget its own warm-up and cosine", chosen)
     print("\nepochs   probe %   kNN %   fine-tune %   recon loss")
     for r in sorted(rows, key=lambda r: float(r["budget"])):
         print(f"{r['budget']:>6} {100 * float(r['linear_probe']):>9.1f} {100 * float(r['knn']):>7.1f} "
               f"{100 * float(r['finetune']):>13.1f} {float(r['recon_loss']):>12.4f}")
-    if suggested is not None:
-        print(f"\nsuggested budget: {suggested:g} epochs: after it the probe's rise per epoch falls below half its "
-              f"steepest (report.suggest_budget). One seed: read the curve above too. The sweep and the norm-pix "
-              f"study use it when run without --epochs.")
+    if chosen is None:
+        print(f"\nno budget has every accuracy {margin:g} points above random init and still rising: probe "
+              f"longer budgets (--budget-epochs) or pass --epochs N")
+    else:
+        print(f"\nchosen budget: {chosen:g} epochs, the smallest with every accuracy {margin:g} points or more above "
+              f"random init and still rising at the largest budget (report.choose_budget). One seed: read the "
+              f"curve above too. The sweep and the norm-pix study use it when run without --epochs.")
 
 
 NORMPIX_ENCODERS = {"pixels": {"norm_pix_loss": False}, "norm_pix": {"norm_pix_loss": True}, "random_init": None}
@@ -271,11 +279,13 @@ def main(argv: list[str] | None = None) -> None:
                         help="run only these values (e.g. --only target --values norm_pix)")
     parser.add_argument("--seeds", "--seed", nargs="+", type=int, default=None, help="default: the sweep's (p7: 0 1 2)")
     parser.add_argument("--epochs", type=float, default=None,
-                        help="pretraining epochs per run (p7 default: the budget probe's suggestion)")
+                        help="pretraining epochs per run (p7 default: the budget probe's choice)")
     parser.add_argument("--steps", type=int, default=None,
                         help="pretraining optimizer steps per run (replaces --epochs; smoke runs)")
     parser.add_argument("--budget-epochs", nargs="+", type=float, default=[1, 2, 3, 4, 5],
                         help="the budget probe's budgets, in epochs (each its own run and schedule)")
+    parser.add_argument("--budget-margin", type=float, default=5.0,
+                        help="points every accuracy must gain over random init at the chosen budget (default 5)")
     parser.add_argument("--out", default=str(ROOT / "experiments"),
                         help="CSVs, tables and figures; run folders in OUT/runs")
     parser.add_argument("--csv", default=None,
@@ -311,7 +321,7 @@ def main(argv: list[str] | None = None) -> None:
     out = Path(args.out)
     if args.figures_only:
         if study == "budget":
-            write_budget_report(out / f"budget_{sweep.tag}.csv", sweep, args.seeds[0])
+            write_budget_report(out / f"budget_{sweep.tag}.csv", sweep, args.seeds[0], args.budget_margin)
         elif study == "normpix":
             rows = read_rows(out / f"normpix_{sweep.tag}.csv")
             (out / f"normpix_{sweep.tag}.md").write_text(report.normpix_report(rows))

@@ -206,15 +206,28 @@ def test_markdown_report_and_figure(tmp_path):
     assert 20_000 < path.stat().st_size < 150_000  # legible at 150 dpi, small enough to commit
 
 
-def test_suggested_budget_is_where_the_probe_flattens():
-    curve = [(0, 70.0), (1, 71.0), (2, 75.0), (3, 77.0), (4, 78.0), (5, 78.5)]  # probe % (exact in floats)
-    # rises per epoch: 1, 4, 2, 1, 0.5 points; after 3 epochs the next rise (1) is under half the steepest (4)
-    assert report.suggest_budget(curve) == 3
-    assert report.suggest_budget(curve, fraction=0.2) == 4
-    assert report.suggest_budget([(0, 0.7), (1, 0.72), (2, 0.74), (4, 0.78)]) == 4  # steep to the end
-    assert report.suggest_budget([(0, 0.7), (1, 0.69), (2, 0.68)]) == 2  # never rises: the largest
+def budget_rows(points: dict[float, tuple[float, float, float]]) -> list[dict]:
+    """Budget-probe rows from ``{epochs: (probe, kNN, fine-tune)}`` in percent."""
+    return [{"budget": f"{e:g}", "linear_probe": p / 100, "knn": k / 100, "finetune": f / 100}
+            for e, (p, k, f) in points.items()]
+
+
+def test_chosen_budget_is_separated_from_random_init_and_still_rising():
+    # The measured p7 curve (experiments/budget_p7.csv): 3 epochs has the probe only 4.2 points up.
+    curve = {0: (62.24, 69.49, 64.12), 1: (65.38, 71.43, 62.86), 2: (66.08, 73.47, 65.96),
+             3: (66.42, 74.51, 71.99), 4: (68.80, 75.18, 73.28), 5: (70.69, 76.53, 74.61)}
+    assert report.choose_budget(budget_rows(curve)) == 4
+    assert report.choose_budget(budget_rows(curve), margin=0.04) == 3
+    assert report.choose_budget(budget_rows(curve), margin=0.02) == 3  # 2 epochs: fine-tune only 1.8 up
+    # Separated only at the last budget: not rising past it, so nothing qualifies.
+    assert report.choose_budget(budget_rows({0: (60, 60, 60), 1: (62, 62, 62), 2: (70, 70, 70)})) is None
+    # A flattened curve: 2 epochs qualifies only while 3 epochs still beats it on every measure.
+    flat = {0: (60, 60, 60), 1: (63, 63, 63), 2: (70, 70, 70), 3: (71, 70, 72)}
+    assert report.choose_budget(budget_rows(flat)) is None  # kNN did not rise from 2 to 3
+    flat[3] = (71, 71, 72)
+    assert report.choose_budget(budget_rows(flat)) == 2
     with pytest.raises(ValueError):
-        report.suggest_budget([(0, 0.7)])
+        report.choose_budget(budget_rows({1: (60, 60, 60), 2: (70, 70, 70)}))  # no random-init point
 
 
 def test_normpix_report_compares_the_two_targets():
@@ -237,10 +250,10 @@ def test_sweep_budget_and_normpix_share_runs_and_resume(tmp_path):
     script = [sys.executable, str(ROOT / "experiments" / "ablations.py")]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MPLBACKEND": "Agg"}
 
-    def run(*extra: str, check: bool = True) -> str:
+    def run(*extra: str, check: bool = True, stderr: bool = False) -> str:
         done = subprocess.run(script + tiny + list(extra), env=env, timeout=600, capture_output=True, text=True)
         assert done.returncode == 0 or not check, done.stderr[-3000:]
-        return done.stdout
+        return done.stdout + (done.stderr if stderr else "")
 
     sweep = ["--epochs", "0.25", "--only", "encoder_mask_tokens", "target"]  # 0.25 x 8 batches: 2 steps
     assert "plan: 4 row(s) of ablations_p7.csv at 2 steps (e0.25): 3 run(s) to evaluate, 3 to pretrain" in run(*sweep)
@@ -268,9 +281,19 @@ def test_sweep_budget_and_normpix_share_runs_and_resume(tmp_path):
     checks = list(csv.DictReader(open(tmp_path / "normpix_p7.csv")))
     assert len(checks) == 3 * (4 + 4)  # 3 encoders x (4 fine-tunes + 4 feature scales)
     assert "| fine-tune 3 steps, blr 0.004 |" in (tmp_path / "normpix_p7.md").read_text()
-    # The budget probe (its 0.25-epoch point is the sweep's default run); then the sweep's budget is its suggestion.
+    # The budget probe (its 0.25-epoch point is the sweep's default run); then the sweep's budget is its choice.
     printed = run("--only", "budget", "--budget-epochs", "0.25", "0.5")
-    assert "suggested budget:" in printed and "3 run(s) to evaluate, 1 to pretrain" in printed
+    assert "budget:" in printed and "3 run(s) to evaluate, 1 to pretrain" in printed
     assert [r["budget"] for r in csv.DictReader(open(tmp_path / "budget_p7.csv"))] == ["0", "0.25", "0.5"]
     assert all(p.stat().st_mtime == t for p, t in mtimes.items())
-    assert "suggested by" in run("--budget-epochs", "0.25", "0.5", "--only", "target", check=False)
+    # The sweep without --epochs takes report.choose_budget's answer from that file (accuracies set here).
+    rows = list(csv.DictReader(open(tmp_path / "budget_p7.csv")))
+    for row, accuracy in zip(rows, (0.5, 0.6, 0.7)):
+        row.update(linear_probe=accuracy, knn=accuracy, finetune=accuracy)
+    with open(tmp_path / "budget_p7.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    plan = ["--budget-epochs", "0.25", "0.5", "--only", "target", "--plan-only"]
+    assert "budget: 0.25 epochs, chosen from" in run(*plan)
+    assert "no budget in" in run(*plan, "--budget-margin", "15", check=False, stderr=True)
