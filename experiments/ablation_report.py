@@ -243,7 +243,7 @@ def save_small_png(fig: plt.Figure, path: Path, dpi: int = 150) -> None:
 
 # ------------------------------------------------------------------------------ the budget probe
 def choose_budget(rows: list[dict], margin: float = 0.05) -> float | None:
-    """The budget the issue asks for: effects separated from random init, measures still rising.
+    """The sweep's budget: effects separated from random init while the measures still rise.
 
     ``rows`` are the budget probe's (``budget`` in epochs, 0 = the random-init encoder, and the
     three accuracies as fractions). The choice is the smallest budget ``k > 0`` at which
