@@ -283,7 +283,8 @@ def test_sweep_budget_and_normpix_share_runs_and_resume(tmp_path):
     assert "| fine-tune 3 steps, blr 0.004 |" in (tmp_path / "normpix_p7.md").read_text()
     # The budget probe (its 0.25-epoch point is the sweep's default run); then the sweep's budget is its choice.
     printed = run("--only", "budget", "--budget-epochs", "0.25", "0.5")
-    assert "budget:" in printed and "3 run(s) to evaluate, 1 to pretrain" in printed
+    assert "epochs   probe %" in printed and "3 run(s) to evaluate, 1 to pretrain" in printed
+    assert ("chosen budget:" in printed) != ("no budget has every accuracy" in printed)  # one verdict, either way
     assert [r["budget"] for r in csv.DictReader(open(tmp_path / "budget_p7.csv"))] == ["0", "0.25", "0.5"]
     assert all(p.stat().st_mtime == t for p, t in mtimes.items())
     # The sweep without --epochs takes report.choose_budget's answer from that file (accuracies set here).
