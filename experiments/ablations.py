@@ -200,7 +200,9 @@ def write_budget_report(csv_path: Path, sweep: Sweep, seed: int, margin: float) 
     rows = [r for r in read_rows(csv_path) if int(r["seed"]) == seed]
     if not rows:
         return
-    chosen = report.choose_budget(rows, margin / 100) if any(float(r["budget"]) == 0 for r in rows) else None
+    # choose_budget needs the random-init point and one budget; an interrupted probe may lack them.
+    can_choose = len(rows) > 1 and any(float(r["budget"]) == 0 for r in rows)
+    chosen = report.choose_budget(rows, margin / 100) if can_choose else None
     report.draw_budget(rows, csv_path.with_suffix(".png"), f"{sweep.config}, default setting, seed {seed}: each "
                        f"budget its own warm-up and cosine", chosen)
     print("\nepochs   probe %   kNN %   fine-tune %   recon loss")
