@@ -172,22 +172,21 @@ def fmt(s: Stat, measure: str) -> str:
     return f"{scale * s.mean:.{digits}f} ± {scale * s.sd:.{digits}f}"
 
 
-def markdown_report(summary: list[dict], judged: list[dict], title: str) -> str:
-    """The settings table (mean ± sd over seeds) and the verdict table, as markdown."""
-    lines = [f"# {title}", "", "Mean ± sample standard deviation over the seeds listed; accuracies in %. "
-             "The norm-pix loss is in normalised units, not comparable with the pixel rows.", "",
-             "| ablation | setting | seeds | recon. loss | linear probe | kNN | fine-tune | s / epoch |",
+def settings_table(summary: list[dict]) -> str:
+    """Markdown: one row per setting, every measure as mean ± sd over its seeds."""
+    lines = ["| ablation | setting | seeds | recon. loss | linear probe | kNN | fine-tune | s / epoch |",
              "|---|---|---|---|---|---|---|---|"]
     for e in summary:
         seeds = ",".join(str(s) for s in e["seeds"])
         lines.append(f"| {e['ablation'].replace('_', ' ')} | {e['value']} | {seeds} | "
                      + " | ".join(fmt(e[m], m) for m in MEASURES) + f" | {e['epoch_seconds'].mean:.0f} |")
-    lines += ["", "## Against the paper", "",
-              "diff = ours(a) - ours(b), se = sqrt(sd_a²/n_a + sd_b²/n_b); |diff| > 2 se with the paper's sign "
-              "agrees, with the opposite sign disagrees, else not resolved at this budget (a claim of no "
-              "difference agrees when |diff| + 2 se ≤ 2 points). Rule: `verdict` in experiments/ablation_report.py.",
-              "", "| ablation | claim (a vs b) | paper (ViT-L, ImageNet) | ours: diff ± se | verdict |",
-              "|---|---|---|---|---|"]
+    return "\n".join(lines) + "\n"
+
+
+def verdict_table(judged: list[dict]) -> str:
+    """Markdown: one row per claim, the paper's numbers beside ours (diff ± se over seeds) and the verdict."""
+    lines = ["| ablation | claim (a vs b) | paper (ViT-L, ImageNet) | ours: diff ± se | verdict |",
+             "|---|---|---|---|---|"]
     for j in judged:
         claim, scale = j["claim"], (1 if j["claim"].measure == "recon_loss" else 100)
         digits = 3 if scale == 1 else 1
@@ -195,6 +194,18 @@ def markdown_report(summary: list[dict], judged: list[dict], title: str) -> str:
         lines.append(f"| {claim.ablation.replace('_', ' ')} | {claim.text()} | {claim.paper} | "
                      f"{scale * j['diff']:+.{digits}f} ± {se} | {j['verdict']} |")
     return "\n".join(lines) + "\n"
+
+
+def markdown_report(summary: list[dict], judged: list[dict], title: str) -> str:
+    """The settings table (mean ± sd over seeds) and the verdict table, as markdown."""
+    return "\n".join([
+        f"# {title}", "", "Mean ± sample standard deviation over the seeds listed; accuracies in %. "
+        "The norm-pix loss is in normalised units, not comparable with the pixel rows.", "",
+        settings_table(summary), "## Against the paper", "",
+        "diff = ours(a) - ours(b), se = sqrt(sd_a²/n_a + sd_b²/n_b); |diff| > 2 se with the paper's sign "
+        "agrees, with the opposite sign disagrees, else not resolved at this budget (a claim of no "
+        "difference agrees when |diff| + 2 se ≤ 2 points). Rule: `verdict` in experiments/ablation_report.py.",
+        "", verdict_table(judged)]).rstrip("\n") + "\n"
 
 
 def draw_seeded(summary: list[dict], path: Path, title: str) -> Path:

@@ -1,13 +1,15 @@
-"""The checker of notebook 09 accepts the reference and rejects the usual mistakes; the noise helpers."""
+"""The checkers of notebook 09 accept the reference and reject the usual mistakes; the noise helpers."""
 
 from __future__ import annotations
 
 import math
+import statistics
 
 import pytest
 
 from mae_lesson.exercises import ExerciseError
-from mae_lesson.exercises.ablations import accuracy_standard_error, check_standard_error, differ
+from mae_lesson.exercises.ablations import (accuracy_standard_error, check_difference_standard_error,
+                                           check_standard_error, difference_standard_error, differ)
 
 from conftest import accepts, not_attempted, raising, rejects
 
@@ -51,3 +53,39 @@ def test_standard_error_and_differ():
         accuracy_standard_error(0.5, 0)
     # 2,000 images: one standard error of a difference near 80% is about 1.3 points.
     assert not differ(0.80, 0.81, 2000) and differ(0.80, 0.84, 2000)
+
+
+# ------------------------------------------------------------------- the standard error of a difference over seeds
+def reference_difference_se(a, b):  # written from the variance of a mean, var / n, added over independent sides
+    mean_a, mean_b = sum(a) / len(a), sum(b) / len(b)
+    var_a = sum((x - mean_a) ** 2 for x in a) / (len(a) - 1)
+    var_b = sum((x - mean_b) ** 2 for x in b) / (len(b) - 1)
+    return math.sqrt(var_a / len(a) + var_b / len(b))
+
+
+def test_difference_se_accepts_reference(capsys):
+    accepts(check_difference_standard_error, reference_difference_se, capsys)
+
+
+def test_difference_se_reports_the_stub_as_not_attempted(capsys):
+    not_attempted(check_difference_standard_error, raising, capsys, "difference_se")
+    not_attempted(check_difference_standard_error, lambda a, b: None, capsys, "difference_se")
+
+
+@pytest.mark.parametrize("wrong, phrase", [
+    (lambda a, b: math.sqrt(statistics.pvariance(a) / len(a) + statistics.pvariance(b) / len(b)), "population sd"),
+    (lambda a, b: math.sqrt(statistics.variance(a) + statistics.variance(b)), "without dividing by n"),
+    (lambda a, b: statistics.variance(a) / len(a) + statistics.variance(b) / len(b), "square root"),
+    (lambda a, b: statistics.stdev(a) / len(a) ** 0.5 + statistics.stdev(b) / len(b) ** 0.5, "add as variances"),
+    (lambda a, b: 2 * reference_difference_se(a, b), "sqrt(sd_a**2 / n_a + sd_b**2 / n_b)"),
+    (lambda a, b: "small", "expected a number"),
+])
+def test_difference_se_rejects_mistakes(wrong, phrase):
+    rejects(check_difference_standard_error, wrong, phrase)
+
+
+def test_difference_standard_error():
+    # Two seeds a side: sample variances (0.02**2 / 2 = 0.0002 and 0.04**2 / 2 = 0.0008), each over n = 2.
+    assert difference_standard_error([0.70, 0.72], [0.60, 0.64]) == pytest.approx(math.sqrt(0.0002 / 2 + 0.0008 / 2))
+    with pytest.raises(ValueError, match="at least two seeds"):
+        difference_standard_error([0.7], [0.6, 0.62])

@@ -4,11 +4,18 @@ An accuracy measured on ``n`` test images is a mean of ``n`` right/wrong outcome
 the model fixed it carries sampling noise: its standard error is ``sqrt(p * (1 - p) / n)`` for
 an accuracy ``p`` (a fraction). Two settings whose accuracies differ by less than about two
 standard errors of the difference (``sqrt(se_a**2 + se_b**2)``) have not been told apart.
+
+Seeds add noise of their own: another seed draws other masks, batches and initial weights. With
+several seeds per setting, the difference of two settings' means has the standard error
+``sqrt(sd_a**2 / n_a + sd_b**2 / n_b)`` (sample standard deviations over seeds), the rule the
+seeded sweep's verdicts use (``experiments/ablation_report.py``).
 """
 
 from __future__ import annotations
 
 import math
+import statistics
+from collections.abc import Sequence
 from typing import Callable
 
 from ._feedback import ExerciseError, call_learner, checker, passed
@@ -55,3 +62,50 @@ def check_standard_error(fn: Callable[[float, int], float]) -> bool:
         raise ExerciseError(f"standard_error({p}, {n}): expected sqrt(p * (1 - p) / n) = {expected:.6g}, got {got:.6g}")
     se = accuracy_standard_error(0.82, 2000)
     return passed("standard_error", f"82% on 2,000 test images is 82 +- {100 * se:.1f} points (one standard error)")
+
+
+# ------------------------------------------------------------------- over seeds
+def difference_standard_error(a: Sequence[float], b: Sequence[float]) -> float:
+    """Standard error of ``mean(a) - mean(b)`` from each setting's per-seed values (independent seeds):
+    ``sqrt(sd_a**2 / n_a + sd_b**2 / n_b)`` with sample standard deviations (divisor ``n - 1``)."""
+    if min(len(a), len(b)) < 2:
+        raise ValueError(f"needs at least two seeds a side (got {len(a)} and {len(b)}): one value has no spread")
+    return math.sqrt(statistics.variance(a) / len(a) + statistics.variance(b) / len(b))
+
+
+_SEED_MISTAKES: dict[str, Callable[[Sequence[float], Sequence[float]], float]] = {
+    "the population sd (divisor n): with 2-3 seeds use the sample sd, divisor n - 1 (statistics.stdev)":
+        lambda a, b: math.sqrt(statistics.pvariance(a) / len(a) + statistics.pvariance(b) / len(b)),
+    "the sds without dividing by n: that is the spread of one seed, not of a mean over n seeds":
+        lambda a, b: math.sqrt(statistics.variance(a) + statistics.variance(b)),
+    "the variance of the difference: take its square root":
+        lambda a, b: statistics.variance(a) / len(a) + statistics.variance(b) / len(b),
+    "the two standard errors added: independent noises add as variances, sqrt(se_a**2 + se_b**2)":
+        lambda a, b: statistics.stdev(a) / math.sqrt(len(a)) + statistics.stdev(b) / math.sqrt(len(b)),
+}
+
+
+@checker("difference_se")
+def check_difference_standard_error(fn: Callable[[Sequence[float], Sequence[float]], float]) -> bool:
+    """Check ``fn(a, b) -> standard error of mean(a) - mean(b)`` on per-seed accuracies (fractions)."""
+    cases = (([0.694, 0.688, 0.702], [0.641, 0.652, 0.633]), ([0.70, 0.72], [0.66, 0.67, 0.69, 0.64]),
+             ([0.735, 0.735, 0.735], [0.722, 0.716, 0.727]))
+    for a, b in cases:
+        got = call_learner(fn, "difference_se", list(a), list(b))
+        try:
+            got = float(got)
+        except (TypeError, ValueError):
+            raise ExerciseError(f"difference_se({list(a)}, {list(b)}): expected a number, "
+                                f"got {type(got).__name__}") from None
+        expected = difference_standard_error(a, b)
+        if math.isclose(got, expected, rel_tol=1e-6, abs_tol=1e-12):
+            continue
+        for what, mistake in _SEED_MISTAKES.items():
+            if math.isclose(got, mistake(a, b), rel_tol=1e-6, abs_tol=1e-12):
+                raise ExerciseError(f"difference_se({list(a)}, {list(b)}): expected {expected:.6g}, got {got:.6g}; "
+                                    f"looks like {what}")
+        raise ExerciseError(f"difference_se({list(a)}, {list(b)}): expected sqrt(sd_a**2 / n_a + sd_b**2 / n_b) = "
+                            f"{expected:.6g}, got {got:.6g}")
+    a, b = cases[0]
+    diff, se = statistics.fmean(a) - statistics.fmean(b), difference_standard_error(a, b)
+    return passed("difference_se", f"{100 * diff:+.1f} +- {100 * se:.1f} points: {diff / se:.1f} standard errors apart")
