@@ -298,3 +298,23 @@ def test_sweep_budget_and_normpix_share_runs_and_resume(tmp_path):
     plan = ["--budget-epochs", "0.25", "0.5", "--only", "target", "--plan-only"]
     assert "budget: 0.25 epochs, chosen from" in run(*plan)
     assert "no budget in" in run(*plan, "--budget-margin", "15", check=False, stderr=True)
+
+
+def sweep_wall_hours(rows: list[dict]) -> float:
+    """The seeded sweep's measured cost: pretraining + evaluation seconds, each run counted once."""
+    runs = {(r["overrides"], r["seed"]): float(r["pretrain_seconds"]) + float(r["eval_seconds"]) for r in rows}
+    return sum(runs.values()) / 3600
+
+
+def test_readme_and_docs_quote_the_committed_seeded_sweep():
+    """The README's verdicts are the committed CSV's, by the committed rule; every setting has 3 seeds."""
+    rows = report.read_rows(ROOT / "experiments" / "ablations_p7.csv")
+    summary = report.aggregate(rows)
+    assert {tuple(e["seeds"]) for e in summary} == {(0, 1, 2)}, "every setting of the sweep holds seeds 0, 1, 2"
+    assert len(summary) == len(SWEEPS["p7"].settings)
+    table = report.verdict_table(report.verdicts(summary))
+    readme = (ROOT / "README.md").read_text()
+    assert table in readme, "README's verdict table differs from ablations_p7.csv: paste report.verdict_table"
+    assert table in (ROOT / "docs" / "ablations.md").read_text()
+    assert f"{sweep_wall_hours(rows):.1f} hours" in readme
+    assert "python experiments/ablations.py" in readme

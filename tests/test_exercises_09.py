@@ -8,7 +8,7 @@ import statistics
 import pytest
 
 from mae_lesson.exercises import ExerciseError
-from mae_lesson.exercises.ablations import (accuracy_standard_error, check_difference_standard_error,
+from mae_lesson.exercises.ablations import (accuracy_standard_error, check_difference_se,
                                            check_standard_error, difference_standard_error, differ)
 
 from conftest import accepts, not_attempted, raising, rejects
@@ -64,12 +64,12 @@ def reference_difference_se(a, b):  # written from the variance of a mean, var /
 
 
 def test_difference_se_accepts_reference(capsys):
-    accepts(check_difference_standard_error, reference_difference_se, capsys)
+    accepts(check_difference_se, reference_difference_se, capsys)
 
 
 def test_difference_se_reports_the_stub_as_not_attempted(capsys):
-    not_attempted(check_difference_standard_error, raising, capsys, "difference_se")
-    not_attempted(check_difference_standard_error, lambda a, b: None, capsys, "difference_se")
+    not_attempted(check_difference_se, raising, capsys, "difference_se")
+    not_attempted(check_difference_se, lambda a, b: None, capsys, "difference_se")
 
 
 @pytest.mark.parametrize("wrong, phrase", [
@@ -81,7 +81,7 @@ def test_difference_se_reports_the_stub_as_not_attempted(capsys):
     (lambda a, b: "small", "expected a number"),
 ])
 def test_difference_se_rejects_mistakes(wrong, phrase):
-    rejects(check_difference_standard_error, wrong, phrase)
+    rejects(check_difference_se, wrong, phrase)
 
 
 def test_difference_standard_error():

@@ -86,7 +86,7 @@ _SEED_MISTAKES: dict[str, Callable[[Sequence[float], Sequence[float]], float]] =
 
 
 @checker("difference_se")
-def check_difference_standard_error(fn: Callable[[Sequence[float], Sequence[float]], float]) -> bool:
+def check_difference_se(fn: Callable[[Sequence[float], Sequence[float]], float]) -> bool:
     """Check ``fn(a, b) -> standard error of mean(a) - mean(b)`` on per-seed accuracies (fractions)."""
     cases = (([0.694, 0.688, 0.702], [0.641, 0.652, 0.633]), ([0.70, 0.72], [0.66, 0.67, 0.69, 0.64]),
              ([0.735, 0.735, 0.735], [0.722, 0.716, 0.727]))
