@@ -18,13 +18,26 @@ def reference(p: float, n: int) -> float:  # written from the binomial variance 
     return (p * (1 - p) / n) ** 0.5
 
 
-def test_accepts_reference(capsys):
-    accepts(check_standard_error, reference, capsys)
+def reference_difference_se(a, b):  # written from the variance of a mean, var / n, added over independent sides
+    mean_a, mean_b = sum(a) / len(a), sum(b) / len(b)
+    var_a = sum((x - mean_a) ** 2 for x in a) / (len(a) - 1)
+    var_b = sum((x - mean_b) ** 2 for x in b) / (len(b) - 1)
+    return math.sqrt(var_a / len(a) + var_b / len(b))
 
 
-def test_reports_the_stub_as_not_attempted(capsys):
-    not_attempted(check_standard_error, raising, capsys, "standard_error")
-    not_attempted(check_standard_error, lambda p, n: None, capsys, "standard_error")
+CHECKERS = [(check_standard_error, reference, "standard_error"),
+            (check_difference_se, reference_difference_se, "difference_se")]
+
+
+@pytest.mark.parametrize("check, solution, name", CHECKERS)
+def test_accepts_reference(check, solution, name, capsys):
+    accepts(check, solution, capsys)
+
+
+@pytest.mark.parametrize("check, solution, name", CHECKERS)
+def test_reports_the_stub_as_not_attempted(check, solution, name, capsys):
+    not_attempted(check, raising, capsys, name)
+    not_attempted(check, lambda *args: None, capsys, name)
 
 
 @pytest.mark.parametrize("wrong, phrase", [
@@ -56,22 +69,6 @@ def test_standard_error_and_differ():
 
 
 # ------------------------------------------------------------------- the standard error of a difference over seeds
-def reference_difference_se(a, b):  # written from the variance of a mean, var / n, added over independent sides
-    mean_a, mean_b = sum(a) / len(a), sum(b) / len(b)
-    var_a = sum((x - mean_a) ** 2 for x in a) / (len(a) - 1)
-    var_b = sum((x - mean_b) ** 2 for x in b) / (len(b) - 1)
-    return math.sqrt(var_a / len(a) + var_b / len(b))
-
-
-def test_difference_se_accepts_reference(capsys):
-    accepts(check_difference_se, reference_difference_se, capsys)
-
-
-def test_difference_se_reports_the_stub_as_not_attempted(capsys):
-    not_attempted(check_difference_se, raising, capsys, "difference_se")
-    not_attempted(check_difference_se, lambda a, b: None, capsys, "difference_se")
-
-
 @pytest.mark.parametrize("wrong, phrase", [
     (lambda a, b: math.sqrt(statistics.pvariance(a) / len(a) + statistics.pvariance(b) / len(b)), "population sd"),
     (lambda a, b: math.sqrt(statistics.variance(a) + statistics.variance(b)), "without dividing by n"),
