@@ -36,6 +36,20 @@ def differ(acc_a: float, acc_b: float, n: int, z: float = 2.0) -> bool:
     return abs(acc_a - acc_b) > z * se
 
 
+def judge(call: str, got: object, expected: float, formula: str, mistakes: dict[str, float]) -> None:
+    """Raise :class:`ExerciseError` unless ``got`` is the number ``expected``; name a known mistake it matches."""
+    try:
+        got = float(got)
+    except (TypeError, ValueError):
+        raise ExerciseError(f"{call}: expected a number, got {type(got).__name__}") from None
+    if math.isclose(got, expected, rel_tol=1e-6, abs_tol=1e-12):
+        return
+    for what, value in mistakes.items():
+        if math.isclose(got, value, rel_tol=1e-6, abs_tol=1e-12):
+            raise ExerciseError(f"{call}: expected {expected:.6g}, got {got:.6g}; looks like {what}")
+    raise ExerciseError(f"{call}: expected {formula} = {expected:.6g}, got {got:.6g}")
+
+
 _MISTAKES: dict[str, Callable[[float, int], float]] = {
     "the variance p(1-p)/n instead of its square root": lambda p, n: p * (1 - p) / n,
     "sqrt(p/n): the spread of a right/wrong outcome is p(1-p), not p": lambda p, n: math.sqrt(p / n),
@@ -48,18 +62,8 @@ _MISTAKES: dict[str, Callable[[float, int], float]] = {
 def check_standard_error(fn: Callable[[float, int], float]) -> bool:
     """Check ``fn(accuracy, n) -> standard error`` on a few accuracies and test-set sizes."""
     for p, n in ((0.82, 2000), (0.5, 100), (0.91, 10_000), (0.99, 500), (0.0, 50)):
-        got = call_learner(fn, "standard_error", p, n)
-        try:
-            got = float(got)
-        except (TypeError, ValueError):
-            raise ExerciseError(f"standard_error({p}, {n}): expected a number, got {type(got).__name__}") from None
-        expected = accuracy_standard_error(p, n)
-        if math.isclose(got, expected, rel_tol=1e-6, abs_tol=1e-12):
-            continue
-        for what, mistake in _MISTAKES.items():
-            if math.isclose(got, mistake(p, n), rel_tol=1e-6, abs_tol=1e-12):
-                raise ExerciseError(f"standard_error({p}, {n}): expected {expected:.6g}, got {got:.6g}; looks like {what}")
-        raise ExerciseError(f"standard_error({p}, {n}): expected sqrt(p * (1 - p) / n) = {expected:.6g}, got {got:.6g}")
+        judge(f"standard_error({p}, {n})", call_learner(fn, "standard_error", p, n), accuracy_standard_error(p, n),
+              "sqrt(p * (1 - p) / n)", {what: mistake(p, n) for what, mistake in _MISTAKES.items()})
     se = accuracy_standard_error(0.82, 2000)
     return passed("standard_error", f"82% on 2,000 test images is 82 +- {100 * se:.1f} points (one standard error)")
 
@@ -91,21 +95,9 @@ def check_difference_se(fn: Callable[[Sequence[float], Sequence[float]], float])
     cases = (([0.694, 0.688, 0.702], [0.641, 0.652, 0.633]), ([0.70, 0.72], [0.66, 0.67, 0.69, 0.64]),
              ([0.735, 0.735, 0.735], [0.722, 0.716, 0.727]))
     for a, b in cases:
-        got = call_learner(fn, "difference_se", list(a), list(b))
-        try:
-            got = float(got)
-        except (TypeError, ValueError):
-            raise ExerciseError(f"difference_se({list(a)}, {list(b)}): expected a number, "
-                                f"got {type(got).__name__}") from None
-        expected = difference_standard_error(a, b)
-        if math.isclose(got, expected, rel_tol=1e-6, abs_tol=1e-12):
-            continue
-        for what, mistake in _SEED_MISTAKES.items():
-            if math.isclose(got, mistake(a, b), rel_tol=1e-6, abs_tol=1e-12):
-                raise ExerciseError(f"difference_se({list(a)}, {list(b)}): expected {expected:.6g}, got {got:.6g}; "
-                                    f"looks like {what}")
-        raise ExerciseError(f"difference_se({list(a)}, {list(b)}): expected sqrt(sd_a**2 / n_a + sd_b**2 / n_b) = "
-                            f"{expected:.6g}, got {got:.6g}")
+        judge(f"difference_se({list(a)}, {list(b)})", call_learner(fn, "difference_se", list(a), list(b)),
+              difference_standard_error(a, b), "sqrt(sd_a**2 / n_a + sd_b**2 / n_b)",
+              {what: mistake(a, b) for what, mistake in _SEED_MISTAKES.items()})
     a, b = cases[0]
     diff, se = statistics.fmean(a) - statistics.fmean(b), difference_standard_error(a, b)
     return passed("difference_se", f"{100 * diff:+.1f} +- {100 * se:.1f} points: {diff / se:.1f} standard errors apart")
