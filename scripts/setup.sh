@@ -1,9 +1,16 @@
 #!/usr/bin/env bash
 # Install what a fresh machine lacks: Debian's Fashion-MNIST and the Python packages.
 # Usage: bash scripts/setup.sh [--dev]   (--dev adds the test-only extras)
+# The packages go into the active virtual/conda environment, or else into the course's own .venv
+# (made here on first use; scripts/python_env.sh), never into a system Python.
 # Safe to run again: it installs only what is missing and prints nothing when all is there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source scripts/python_env.sh
+created=""
+[ -x "$(course_python)" ] || created=yes
+make_course_env
+PY="$(course_python)"
 if [ ! -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ] && command -v apt-get >/dev/null; then
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
   $SUDO apt-get update -qq && $SUDO apt-get install -y -qq dataset-fashion-mnist \
@@ -13,7 +20,7 @@ requirements=requirements.txt
 [ "${1:-}" = "--dev" ] && requirements=requirements-dev.txt
 export PIP_ROOT_USER_ACTION=ignore
 # pip takes many seconds even when nothing is missing, so first ask the installed packages' metadata.
-if ! python3 - "$requirements" <<'PY'
+if ! "$PY" - "$requirements" <<'PY'
 import sys
 from importlib import metadata
 from pathlib import Path
@@ -51,13 +58,17 @@ def missing(path: Path) -> list[str]:
 sys.exit(1 if missing(Path(sys.argv[1])) else 0)
 PY
 then
-  python3 -m pip install -q -r "$requirements"
+  "$PY" -m pip install -q -r "$requirements"
 fi
 # The course package itself (editable), unless Python already finds it in this folder.
 # The check runs from / so that the current folder does not shadow the installed package.
 here="$(pwd -P)"
-if ! (cd / && python3 -c "import importlib.util, pathlib, sys
+if ! (cd / && "$PY" -c "import importlib.util, pathlib, sys
 spec = importlib.util.find_spec('mae_lesson')
 sys.exit(spec is None or pathlib.Path(spec.origin).resolve().parents[1] != pathlib.Path(sys.argv[1]))" "$here"); then
-  python3 -m pip install -q --no-deps -e .
+  "$PY" -m pip install -q --no-deps -e .
+fi
+if [ -n "$created" ] && [ "$(course_env_dir)" = "${MAE_LESSON_VENV:-$here/.venv}" ]; then
+  echo "Ready. Start JupyterLab from the course's environment with: $(course_env_dir)/bin/jupyter lab notebooks/"
+  echo "(or activate it first: source $(course_env_dir)/bin/activate)"
 fi

@@ -5,6 +5,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh --dev
+source scripts/python_env.sh
+PY="$(course_python)"
 export MAE_LESSON_QUICK=1 PYTHONHASHSEED=0
-python3 -m pytest -q tests "$@"
-python3 -m pytest -q -p no:cacheprovider --nbval notebooks/ --nbval-current-env
+"$PY" -m pytest -q tests "$@"
+"$PY" -m pytest -q -p no:cacheprovider --nbval notebooks/ --nbval-current-env
