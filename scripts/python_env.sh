@@ -29,9 +29,14 @@ make_course_env() {
   local base="${MAE_LESSON_BASE_PYTHON:-python3}"
   command -v "$base" >/dev/null || { echo "error: $base not found; install Python 3.10 or newer first" >&2; return 2; }
   echo "Creating the course's Python environment in $dir (from $(command -v "$base"), $("$base" --version 2>&1))"
-  if ! "$base" -m venv "$dir" 2>/tmp/mae-lesson-venv.err; then
+  local err
+  err="$(mktemp)"
+  if ! "$base" -m venv "$dir" >"$err" 2>&1; then
     rm -rf "$dir"
-    if command -v apt-get >/dev/null && grep -q "ensurepip" /tmp/mae-lesson-venv.err; then
+    local log
+    log="$(cat "$err")"
+    rm -f "$err"
+    if command -v apt-get >/dev/null && grep -q "ensurepip" <<<"$log"; then
       local pkg
       pkg="python$("$base" -c 'import sys; print(f"{sys.version_info[0]}.{sys.version_info[1]}")')-venv"
       local sudo=""
@@ -44,8 +49,9 @@ make_course_env() {
       echo "error: could not create $dir: run 'sudo apt-get install $pkg' and try again" >&2
       return 2
     fi
-    cat /tmp/mae-lesson-venv.err >&2
+    echo "$log" >&2
     echo "error: could not create a virtual environment in $dir; activate one of your own (python3 -m venv, conda) and run this again" >&2
     return 2
   fi
+  rm -f "$err"
 }
