@@ -231,6 +231,9 @@ class Run:
     epoch_loss_sum: float = 0.0
     epoch_loss_count: int = 0
     saved_step: int | None = None           # step of checkpoint.pt, None before the first save
+    # An epoch whose steps are all done but whose end-of-epoch work (test loss, figure, row, curve) is not:
+    # a stop after an epoch's last step saves it, and the resume does that work first.
+    pending_epoch: dict[str, float] | None = None
     lock: FolderLock | None = None          # rank 0's lock on the run folder
     stop: StopRequest = field(default_factory=StopRequest)
 
@@ -260,6 +263,7 @@ def pretrain(args: PretrainArgs | None = None, model_class: type[MAE] = MAE, **k
     run = setup_run(dataclasses.replace(args or PretrainArgs(), **kwargs), model_class)
     try:
         with stop_on_signals(announce=run.rank == 0) as run.stop:
+            finish_pending_epoch(run)
             while run.step < run.total_steps:
                 epoch = run.step // run.steps_per_epoch
                 stats = train_one_epoch(run, epoch)
@@ -354,6 +358,7 @@ def _build_run(args: PretrainArgs, model_class: type[MAE], rank: int, world: int
         set_rng_state(state["rng"])
         run.step = run.saved_step = int(state["step"])
         run.epoch_loss_sum, run.epoch_loss_count = state.get("epoch_loss", (0.0, 0))
+        run.pending_epoch = state.get("pending_epoch")
         if rank == 0:
             truncate_metrics(run.metrics_path, run.step)
             _record_resume(run, changed)
@@ -478,10 +483,24 @@ def train_one_epoch(run: Run, epoch: int) -> dict[str, float]:
             save_state(run)
         if _stop_requested(run):
             bar.close()
+            if run.step == end:  # the epoch's steps are done, its end-of-epoch work is left to the resume
+                run.pending_epoch = {"epoch": epoch, **_epoch_stats(run, tick, seen)}
             _save_and_stop(run)
     bar.close()
+    return _epoch_stats(run, tick, seen)
+
+
+def _epoch_stats(run: Run, tick: float, seen: int) -> dict[str, float]:
     mean = run.epoch_loss_sum / run.epoch_loss_count if run.epoch_loss_count else float("nan")
     return {"train_loss": mean, "seconds": time.perf_counter() - tick, "images": seen}
+
+
+def finish_pending_epoch(run: Run) -> None:
+    """Do the end-of-epoch work of an epoch a stop cut off after its last step (a resume starts here),
+    so the resumed run's rows, figures and curve are an uninterrupted run's."""
+    if run.pending_epoch is not None:
+        stats = dict(run.pending_epoch)
+        end_of_epoch(run, int(stats.pop("epoch")), stats)
 
 
 def _nan_advice(run: Run) -> str:
@@ -531,6 +550,7 @@ def end_of_epoch(run: Run, epoch: int, stats: dict[str, float]) -> None:
     log_metrics(run, {"kind": "epoch", "step": run.step, "epoch": epoch + 1, "train_loss": stats["train_loss"],
                       "test_loss": test_loss, "seconds": stats["seconds"],
                       "img_per_s": stats["images"] / max(1e-9, stats["seconds"])})
+    run.pending_epoch = None
     save_state(run)
     if run.rank == 0:
         fig = loss_curve_figure(run.metrics_path, title=f"MAE pretraining: {cfg.model_name}")
@@ -545,7 +565,7 @@ def save_state(run: Run) -> None:
     atomic_save({"model": run.model.state_dict(), "optimizer": run.optimizer.state_dict(),
                  "scheduler": run.schedule.state_dict(), "scaler": run.scaler.state_dict() if run.scaler else {},
                  "rng": rng_state(), "step": run.step, "epoch": run.step // max(1, run.steps_per_epoch),
-                 "epoch_loss": [run.epoch_loss_sum, run.epoch_loss_count],
+                 "epoch_loss": [run.epoch_loss_sum, run.epoch_loss_count], "pending_epoch": run.pending_epoch,
                  "config": run.model.config.to_dict(), "args": dataclasses.asdict(run.args)}, run.ckpt_path)
     run.saved_step = run.step
 
