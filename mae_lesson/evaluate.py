@@ -16,6 +16,7 @@ from .config import Config
 from .data import ImageData, eval_transform
 from .masking import masking_noise
 from .model import MAE
+from .utils import on_device
 
 
 @torch.no_grad()
@@ -26,16 +27,17 @@ def extract_features(model: MAE, data: ImageData, pool: str = "cls", batch_size:
     Args:
         pool: ``cls`` (the cls token, as the paper's linear probe), ``mean`` (average of patch
             tokens) or ``both`` (concatenated ``[cls, mean]``).
+        device: where the encoder runs; the model is moved there for the call and back after it.
     Returns:
         ``[N, D]`` (``[N, 2D]`` for ``both``), on the CPU.
     """
-    model.eval().to(device)
     chunks = []
-    for start in tqdm(range(0, len(data), batch_size), desc=f"features ({pool})", disable=not progress, leave=False):
-        imgs = eval_transform(data.images[start:start + batch_size], data, model.config.img_size).to(device)
-        latent, _, _ = model.forward_encoder(imgs, 0.0)  # [N, 1 + L, D], patches in image order
-        cls, mean = latent[:, 0], latent[:, 1:].mean(dim=1)
-        chunks.append({"cls": cls, "mean": mean, "both": torch.cat([cls, mean], dim=1)}[pool].cpu())
+    with on_device(model, device):
+        for start in tqdm(range(0, len(data), batch_size), desc=f"features ({pool})", disable=not progress, leave=False):
+            imgs = eval_transform(data.images[start:start + batch_size], data, model.config.img_size).to(device)
+            latent, _, _ = model.forward_encoder(imgs, 0.0)  # [N, 1 + L, D], patches in image order
+            cls, mean = latent[:, 0], latent[:, 1:].mean(dim=1)
+            chunks.append({"cls": cls, "mean": mean, "both": torch.cat([cls, mean], dim=1)}[pool].cpu())
     return torch.cat(chunks)
 
 
@@ -103,15 +105,19 @@ def summarize(values: list[float]) -> str:
 
 
 @torch.no_grad()
-def evaluate_loss(model: MAE, data: ImageData, cfg: Config, device: torch.device,
+def evaluate_loss(model: MAE, data: ImageData, cfg: Config, device: torch.device | str,
                   max_images: int = 2000, batch_size: int = 500, seed: int = 0) -> float:
-    """Mean reconstruction loss on the first ``max_images`` images with fixed, seeded masks."""
+    """Mean reconstruction loss on the first ``max_images`` images with fixed, seeded masks.
+
+    The model runs in eval mode on ``device`` for the call and comes back to its own device and mode.
+    """
     gen = torch.Generator().manual_seed(seed)
     total, count = 0.0, 0
     n = min(max_images, len(data))
-    for start in range(0, n, batch_size):
-        imgs = eval_transform(data.images[start:start + batch_size], data, cfg.img_size).to(device)
-        noise = masking_noise(cfg.mask_type, imgs.shape[0], model.patch_embed.grid_size, cfg.mask_ratio, "cpu", gen)
-        total += float(model(imgs, noise=noise.to(device))["loss"]) * imgs.shape[0]
-        count += imgs.shape[0]
+    with on_device(model, device):
+        for start in range(0, n, batch_size):
+            imgs = eval_transform(data.images[start:start + batch_size], data, cfg.img_size).to(device)
+            noise = masking_noise(cfg.mask_type, imgs.shape[0], model.patch_embed.grid_size, cfg.mask_ratio, "cpu", gen)
+            total += float(model(imgs, noise=noise.to(device))["loss"]) * imgs.shape[0]
+            count += imgs.shape[0]
     return total / count

@@ -23,7 +23,7 @@ from .config import Config, load_recipe
 from .data import BatchLoader, ImageData
 from .model import MAE
 from .optim import WarmupCosine, adamw, param_groups, scaled_lr
-from .utils import get_device, set_seed
+from .utils import get_device, model_device, set_seed
 
 DEFAULT_RECIPE = "finetune_short"
 MIXUP_SEED_OFFSET = 7  # mixup pairs draw from their own generator, apart from the batches
@@ -100,6 +100,8 @@ def finetune(mae: MAE | None, train: ImageData, test: ImageData, args: FinetuneA
 
     Returns ``{"accuracy", "predictions", "seconds", "steps", "model", "history"}``; ``history`` lists
     ``(epoch, test accuracy)`` after each epoch when ``args.eval_every_epoch`` (else only the end).
+    Training runs on ``args.device``; the returned ``model`` comes back on the device ``mae`` is on
+    (the CPU for ``mae=None``), so the caller's tensors fit it. ``mae`` itself is never moved.
     """
     args = args or FinetuneArgs()
     device = get_device(args.device)
@@ -138,6 +140,7 @@ def finetune(mae: MAE | None, train: ImageData, test: ImageData, args: FinetuneA
     seconds = time.perf_counter() - tick - eval_seconds  # training time only
     predictions = predict(model, test, config.img_size, device)
     history.append((step / len(loader), accuracy(predictions, test)))
+    model.to(model_device(mae) if mae is not None else torch.device("cpu"))
     return {"accuracy": history[-1][1], "predictions": predictions, "seconds": seconds, "steps": step,
             "model": model, "history": history}
 

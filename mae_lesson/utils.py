@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import random
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import numpy as np
 import torch
@@ -26,6 +28,28 @@ def get_device(device: str | torch.device = "auto") -> torch.device:
     if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
         return torch.device("mps")
     return torch.device("cpu")
+
+
+def model_device(model: torch.nn.Module) -> torch.device:
+    """The device of a model's first parameter or buffer (CPU for a model with neither)."""
+    for tensor in (*model.parameters(), *model.buffers()):
+        return tensor.device
+    return torch.device("cpu")
+
+
+@contextmanager
+def on_device(model: torch.nn.Module, device: str | torch.device) -> Iterator[torch.nn.Module]:
+    """Run a block with ``model`` on ``device`` in eval mode; afterwards the model is back where it was.
+
+    A package function must not leave the caller's model on another device: the caller's next
+    cell would feed it tensors from the old one.
+    """
+    home, was_training = model_device(model), model.training
+    model.eval().to(device)
+    try:
+        yield model
+    finally:
+        model.to(home).train(was_training)
 
 
 def quick_mode() -> bool:
