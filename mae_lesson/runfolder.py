@@ -1,9 +1,10 @@
 """A run folder that nothing destroys by accident: checked paths, one run at a time, no leftovers.
 
 A fresh run into a folder that already holds a run is refused unless it says ``resume`` or
-``overwrite``; a running run holds ``.lock`` (its process id and host), so a second run into the
-same folder is refused, while the lock of a run that was killed (its process is gone) is taken
-over; temporary files of saves that were killed midway are removed.
+``overwrite``; a running run holds ``.lock`` (an OS lock for its life, and its process id and host
+inside), so a second run into the same folder is refused, even one started at the same moment, while
+the lock of a run that was killed is taken over; temporary files of saves that were killed midway are
+removed.
 """
 
 from __future__ import annotations
@@ -14,6 +15,12 @@ import socket
 import sys
 import time
 import uuid
+
+try:
+    import fcntl
+except ImportError:  # Windows
+    fcntl = None
+    import msvcrt
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -69,36 +76,18 @@ def remove_temp_files(folder: Path) -> list[str]:
     return removed
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # alive, owned by another user
-        return True
-    except OSError:
-        return False
-    return True
-
-
 def read_lock(folder: Path) -> dict | None:
-    """The lock holder ``{"pid", "host", "started"}``, or ``None`` when the folder is free."""
+    """The lock holder ``{"pid", "host", "started", "token"}``, or ``None`` when the folder has no lock.
+
+    ``{}`` for a lock file without a readable holder (a run killed between creating it and writing it).
+    """
     try:
         holder = json.loads((folder / LOCK_NAME).read_text())
     except FileNotFoundError:
         return None
     except (OSError, ValueError):
-        return {}  # written halfway by a process that was killed
+        return {}
     return holder if isinstance(holder, dict) else {}
-
-
-def _is_stale(holder: dict) -> bool:
-    """A lock whose process is gone: unreadable, or a dead (or our own) process on this host."""
-    if not holder or not isinstance(holder.get("pid"), int):
-        return True
-    if holder.get("host") != socket.gethostname():
-        return False  # another machine's process: we cannot tell, so it is not ours to take
-    return holder["pid"] == os.getpid() or not _pid_alive(holder["pid"])
 
 
 @dataclass(frozen=True)
@@ -109,41 +98,86 @@ class FolderLock:
     token: str
 
 
-def acquire_lock(folder: Path) -> FolderLock:
-    """Create ``folder/.lock`` for this process; take over a stale one; refuse a live one."""
+# The OS lock on each .lock this process holds: {resolved path: (open descriptor, token of the current hold)}.
+# The kernel frees an OS lock when its process dies however it dies, so a dead run's lock is never
+# mistaken for a live one, and two processes can never both hold it (no window between create and write).
+_HELD: dict[str, tuple[int, str]] = {}
+
+
+def _os_lock(fd: int) -> bool:
+    """Take the exclusive OS lock on ``fd`` without waiting; ``False`` when another process holds it."""
+    try:
+        if fcntl is not None:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        else:  # Windows: a lock on the first byte, also freed when the process dies
+            msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
+    except OSError:
+        return False
+    return True
+
+
+def _refuse(folder: Path, holder: dict | None, elsewhere: bool = False) -> RunError:
+    holder = holder or {}
+    return RunError(
+        f"run folder {folder} is in use by process {holder.get('pid', '?')} on {holder.get('host', '?')} (started "
+        f"{holder.get('started', '?')}): wait for it or stop it, or choose another --out"
+        + (f". If that process is gone, delete {folder / LOCK_NAME}" if elsewhere else ""))
+
+
+def acquire_lock(folder: str | Path) -> FolderLock:
+    """Hold ``folder/.lock`` (an OS lock kept open for the run's life) and write this process into it.
+
+    Refuses a folder whose lock another live process holds; takes over the lock file of a run that
+    died without removing it (its OS lock died with it). A second hold in the same process (a notebook
+    cell run twice) takes over the first, whose release then leaves the lock alone.
+    """
+    folder = Path(folder)
     lock = folder / LOCK_NAME
-    for _ in range(3):
-        try:
-            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        except FileExistsError:
-            holder = read_lock(folder)
-            if holder is None:
-                continue  # released between our two looks
-            if not _is_stale(holder):
-                raise RunError(
-                    f"run folder {folder} is in use by process {holder['pid']} on {holder.get('host')} (started "
-                    f"{holder.get('started', '?')}): wait for it or stop it, or choose another --out. If that "
-                    f"process is gone, delete {lock}.") from None
-            if holder.get("pid") != os.getpid():  # our own earlier run in this process needs no note
-                print(f"taking over the lock of a run that stopped without releasing it (process "
-                      f"{holder.get('pid', '?')}, no longer running) in {folder}", file=sys.stderr)
-            lock.unlink(missing_ok=True)
-            continue
-        token = uuid.uuid4().hex
-        with os.fdopen(fd, "w") as handle:
-            json.dump({"pid": os.getpid(), "host": socket.gethostname(),
-                       "started": time.strftime("%Y-%m-%d %H:%M:%S"), "token": token}, handle)
-        return FolderLock(lock, token)
-    raise RunError(f"could not lock run folder {folder}: another run keeps taking it; choose another --out")
+    key = str(lock.resolve())
+    token = uuid.uuid4().hex
+    holder = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+              "token": token}
+    if key in _HELD:
+        fd = _HELD[key][0]
+    else:
+        for _ in range(10):
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+            if not _os_lock(fd):
+                os.close(fd)
+                raise _refuse(folder, read_lock(folder))
+            try:  # the holder before us may have removed the file between our open and our lock: retry
+                if os.fstat(fd).st_ino == os.stat(lock).st_ino:
+                    break
+            except FileNotFoundError:
+                pass
+            os.close(fd)
+        else:
+            raise RunError(f"could not lock run folder {folder}: other runs keep taking it; choose another --out")
+        before = read_lock(folder)
+        if before and before.get("host") not in (None, socket.gethostname()):
+            # A run on another machine over a network file system: its OS lock may not reach us.
+            os.close(fd)
+            raise _refuse(folder, before, elsewhere=True)
+        if before and before.get("pid") != os.getpid():
+            print(f"taking over the lock of a run that stopped without releasing it (process "
+                  f"{before.get('pid', '?')}, no longer running) in {folder}", file=sys.stderr)
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, json.dumps(holder).encode(), 0)
+    _HELD[key] = (fd, token)
+    return FolderLock(lock, token)
 
 
 def release_lock(lock: FolderLock | None) -> None:
-    """Remove our lock (only if it is still this hold's: not one taken over since)."""
+    """Remove our lock and free its OS lock (only if it is still this hold's: not one taken over since)."""
     if lock is None:
         return
-    holder = read_lock(lock.path.parent)
-    if holder and holder.get("token") == lock.token:
-        lock.path.unlink(missing_ok=True)
+    key = str(lock.path.resolve())
+    fd, token = _HELD.get(key, (None, None))
+    if fd is None or token != lock.token:
+        return
+    del _HELD[key]
+    lock.path.unlink(missing_ok=True)  # before the OS lock goes, so no one locks a file we then delete
+    os.close(fd)
 
 
 # ------------------------------------------------------------------------------ resume

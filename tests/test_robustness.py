@@ -92,9 +92,10 @@ def test_a_fresh_run_into_a_folder_that_holds_a_run_is_refused(tmp_path):
 def test_a_folder_in_use_by_a_live_run_is_refused(tmp_path):
     out = tmp_path / "run"
     out.mkdir()
-    sleeper = subprocess.Popen(["sleep", "60"])
+    holds = "from mae_lesson.runfolder import acquire_lock; import sys, time; acquire_lock(sys.argv[1]); print(1, flush=True); time.sleep(60)"
+    sleeper = subprocess.Popen([sys.executable, "-c", holds, str(out)], env=run_env(), cwd=ROOT, stdout=subprocess.PIPE)
     try:
-        (out / ".lock").write_text(json.dumps({"pid": sleeper.pid, "host": socket.gethostname(), "started": "now"}))
+        assert sleeper.stdout.readline().strip() == b"1"  # it holds the lock now
         with pytest.raises(RunError, match=f"in use by process {sleeper.pid}"):
             pretrain(tiny_args(out))
         assert json.loads((out / ".lock").read_text())["pid"] == sleeper.pid  # not taken from a live run
