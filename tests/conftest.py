@@ -8,6 +8,9 @@ the code under test, so the tests that use it can fail. The exercise-checker hel
 
 from __future__ import annotations
 
+import contextlib
+import io
+
 import os
 import sys
 from pathlib import Path
@@ -227,14 +230,21 @@ def reference():
 
 # ------------------------------------------------------------------------- exercise checkers
 def rejects(checker, fn, *phrases: str) -> str:
-    """Assert ``checker(fn)`` raises ExerciseError whose message has expected/got and every phrase."""
-    with pytest.raises(ExerciseError) as info:
-        checker(fn)
-    message = str(info.value)
-    assert "expected" in message and "got" in message, message
+    """Assert ``checker(fn)`` returns False and prints, without raising, a "Not correct:" verdict whose
+    message has expected/got (or a raised exception) and every phrase; also that it never says "Correct"
+    and tells the learner how the notebook goes on. Returns the printed text."""
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        result = checker(fn)
+    printed = out.getvalue()
+    assert result is False, f"the checker returned {result!r}: {printed}"
+    verdicts = [line for line in printed.splitlines() if line.startswith(("Correct:", "Not attempted yet", "Not correct:"))]
+    assert len(verdicts) == 1 and verdicts[0].startswith("Not correct: "), printed
+    assert ("expected" in printed and "got" in printed) or " raised " in printed or "returned None" in printed, printed
+    assert "The notebook goes on with the reference solution" in printed, printed
     for phrase in phrases:
-        assert phrase in message, f"{phrase!r} not in: {message}"
-    return message
+        assert phrase in printed, f"{phrase!r} not in: {printed}"
+    return printed
 
 
 def accepts(checker, fn, capsys) -> None:

@@ -74,10 +74,8 @@ def test_patchify_rejects_wrong_layouts(pattern, phrases):
 def test_patchify_rejects_wrong_shape_and_crash():
     msg = rejects(check_patchify, lambda imgs, p: rearrange(imgs, "n c (h p) (w q) -> n (h w) p q c", p=p, q=p))
     assert "[2, 6, 48]" in msg
-    with pytest.raises(ExerciseError, match=r"patchify\(\[2, 3, 8, 12\], 4\) raised ZeroDivisionError"):
-        check_patchify(lambda imgs, p: 1 / 0)
-    with pytest.raises(ExerciseError, match="got int"):
-        check_patchify(lambda imgs, p: 3)
+    rejects(check_patchify, lambda imgs, p: 1 / 0, "patchify([2, 3, 8, 12], 4) raised ZeroDivisionError")
+    rejects(check_patchify, lambda imgs, p: 3, "got int")
 
 
 def sincos_2d_ok(embed_dim, grid_size):
@@ -384,22 +382,48 @@ def stub(*args):
     ...
 
 
-def stub_none(*args):
-    return None
+def stub_pass(*args):
+    """A stub with pass instead of ..."""
+    pass
+
+
+def forgot_return(*args):
+    answer = args[0]  # noqa: F841 - computes something, then forgets to return it
 
 
 @pytest.mark.parametrize("check", ALL_CHECKERS, ids=lambda c: c.__name__)
-@pytest.mark.parametrize("fn", [stub, stub_none, raising], ids=["ellipsis", "none", "not_implemented"])
+@pytest.mark.parametrize("fn", [stub, stub_pass, raising], ids=["ellipsis", "pass", "not_implemented"])
 def test_untouched_stub_is_not_attempted(check, fn, capsys):
     not_attempted(check, fn, capsys, check.__name__.removeprefix("check_"))
+
+
+@pytest.mark.parametrize("check", ALL_CHECKERS, ids=lambda c: c.__name__)
+def test_a_body_without_return_is_not_the_stub(check):
+    rejects(check, forgot_return, "returned None: did you forget `return`?")
+
+
+def test_is_stub_reads_the_source_not_the_value():
+    from mae_lesson.exercises import is_stub
+
+    def in_place(x):
+        x.zero_()
+
+    def returns_none():
+        return None
+
+    assert is_stub(stub) and is_stub(stub_pass) and is_stub(raising)
+    assert not is_stub(in_place) and not is_stub(forgot_return) and not is_stub(returns_none)
+    assert not is_stub(lambda x: None) and not is_stub(3)
 
 
 @pytest.mark.parametrize("check", ALL_CHECKERS, ids=lambda c: c.__name__)
 def test_crash_is_still_an_error(check):
     def crash(*args):
         raise RuntimeError("boom")
-    with pytest.raises(ExerciseError, match="raised RuntimeError: boom"):
-        check(crash)
+    printed = rejects(check, crash, "raised RuntimeError: boom")
+    # The learner's frame is shown, the package's frames are not.
+    assert "Traceback of your code" in printed and 'raise RuntimeError("boom")' in printed, printed
+    assert "_feedback.py" not in printed and "mae_lesson" not in printed, printed
 
 
 def test_checker_passes_answers_and_wrong_answers_through(capsys):
@@ -412,26 +436,50 @@ def test_checker_passes_answers_and_wrong_answers_through(capsys):
         return True
 
     assert check_thing(lambda x: x * 2) is True
-    with pytest.raises(ExerciseError, match="expected 4, got 3"):
-        check_thing(lambda x: x + 1)
-    assert check_thing(lambda x: None) is False
+    assert check_thing(lambda x: x + 1) is False
+    assert "Not correct: thing(2): expected 4, got 3" in capsys.readouterr().out
+    assert check_thing(stub) is False
     assert "Not attempted yet: write my_thing above" in capsys.readouterr().out
+    assert check_thing(lambda x: None) is False
+    assert "Not correct: thing(2) returned None: did you forget `return`?" in capsys.readouterr().out
     assert check_thing.__name__ == "check_thing"
+
+
+def test_a_recheck_starts_from_not_passed(capsys):
+    """Passing, then editing the function into a wrong one and re-checking, leaves ok False."""
+    from mae_lesson.exercises import RESULTS
+    ok_patchify = check_patchify(lambda imgs, p: rearrange(imgs, "n c (h p) (w q) -> n (h w) (p q c)", p=p, q=p))
+    assert ok_patchify is True and RESULTS["patchify"] == "passed"
+    ok_patchify = check_patchify(lambda imgs, p: rearrange(imgs, "n c (h p) (w q) -> n (h w) (p q c)", p=p, q=p) + 1)
+    assert ok_patchify is False and RESULTS["patchify"] == "not correct"
+    assert "The notebook goes on with the reference solution. Fix my_patchify and re-run this cell" \
+        in capsys.readouterr().out
+
+
+def test_the_reference_check_does_not_read_as_the_learners(capsys):
+    def reference_patchify(imgs, p):
+        return rearrange(imgs, "n c (h p) (w q) -> n (h w) (p q c)", p=p, q=p)
+
+    assert check_patchify(reference_patchify, reference=True) is None
+    printed = capsys.readouterr().out
+    assert "Correct" not in printed and "reference solution" in printed, printed
+    with pytest.raises(ExerciseError):  # a broken reference is the package's bug: it must stop
+        check_patchify(lambda imgs, p: imgs, reference=True)
 
 
 def test_not_attempted_unwrapped_still_names_the_call():
     from mae_lesson.exercises import call_learner
-    with pytest.raises(NotAttempted, match=r"thing\(\[2, 3\]\) raised NotImplementedError"):
+    with pytest.raises(NotAttempted, match=r"thing\(\[2, 3\]\): the function is still the stub"):
         call_learner(raising, "thing", torch.zeros(2, 3))
-    with pytest.raises(NotAttempted, match="returned None"):
-        call_learner(stub_none, "thing", 1)
+    with pytest.raises(ExerciseError, match="returned None: did you forget `return`"):
+        call_learner(forgot_return, "thing", 1)
     with pytest.raises(ExerciseError, match="expected a function, got int"):
         call_learner(3, "thing")
 
 
 @pytest.mark.parametrize("ok, expected, line", [
     (True, "mine", "Using your my_patchify from here on."),
-    (False, "reference", "Using the reference solution from here on (your my_patchify has not passed the checker yet)."),
+    (False, "reference", "Using the reference solution from here on (your my_patchify has not passed the checker yet;"),
     (None, "reference", "Using the reference solution"),
 ])
 def test_use_picks_mine_only_when_it_passed(ok, expected, line, capsys):

@@ -129,6 +129,9 @@ def check_exercise(group: list[tuple[str, dict]], imports: list[str], where: str
         f"{where}: the solution starts '#@title Reference solution'"
     assert re.search(rf"^def reference_{name}\(", source(solution), re.M), \
         f"{where}: the solution defines reference_{name}"
+    assert re.search(rf"^check_{name}\(reference_{name}, reference=True\)\s*$", source(solution), re.M), \
+        f"{where}: the solution checks itself with check_{name}(reference_{name}, reference=True), so that " \
+        f"its line cannot be read as the learner's result"
     assert source(use).strip() == f'{name}_fn = use("{name}", my_{name}, reference_{name}, ok_{name})', \
         f"{where}: the use cell must be exactly {name}_fn = use(\"{name}\", my_{name}, reference_{name}, ok_{name})"
 
@@ -211,7 +214,7 @@ def _notebook() -> list[dict]:
         _cell("code", "#@title Reference solution\n"
                       "def reference_encoder_tokens(img_size: int, patch_size: int, mask_ratio: float) -> int:\n"
                       "    return 1 + int((img_size // patch_size) ** 2 * (1 - mask_ratio))\n\n\n"
-                      "check_encoder_tokens(reference_encoder_tokens)", "exercise-solution",
+                      "check_encoder_tokens(reference_encoder_tokens, reference=True)", "exercise-solution",
               cellView="form", jupyter={"source_hidden": True}),
         _cell("code", 'encoder_tokens_fn = use("encoder_tokens", my_encoder_tokens, reference_encoder_tokens, '
                       "ok_encoder_tokens)", "exercise-use"),
@@ -256,14 +259,14 @@ BROKEN = {
     "check cell keeps no result": _replace(3, "ok_encoder_tokens = check_encoder_tokens(my_encoder_tokens)",
                                            "check_encoder_tokens(my_encoder_tokens)\nok_encoder_tokens = False"),
     "wrong solution, not self-checked": lambda cells: (
-        _replace(5, "\n\n\ncheck_encoder_tokens(reference_encoder_tokens)", "")(cells),
+        _replace(5, "\n\n\ncheck_encoder_tokens(reference_encoder_tokens, reference=True)", "")(cells),
         _replace(5, "return 1 + int(", "return 2 + int(")(cells)),
     "use cell ignores the checker": _replace(6, 'use("encoder_tokens", my_encoder_tokens, reference_encoder_tokens, '
                                                 "ok_encoder_tokens)", "reference_encoder_tokens"),
     "no use cell": _drop(6),
     "later cell calls my_": _replace(7, "encoder_tokens_fn(", "my_encoder_tokens("),
     "checker outside an exercise": lambda cells: cells.append(
-        _cell("code", "check_encoder_tokens(reference_encoder_tokens)")),
+        _cell("code", "check_encoder_tokens(reference_encoder_tokens, reference=True)")),
     "no exercise-task": _drop(1),
 }
 

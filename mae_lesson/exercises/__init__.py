@@ -1,9 +1,9 @@
 """Automatic checkers for the notebooks' exercises, one module per notebook.
 
 Each checker runs the learner's function on fixed inputs, compares it with the package's
-reference, and raises :class:`ExerciseError` with what was expected and what came back
-(or prints a short success line and returns True). An untouched stub is reported as not
-attempted (the checker prints one line and returns False). Example::
+reference, and prints one verdict: ``Correct: ...`` (returns True), ``Not attempted yet`` for the untouched stub, or
+``Not correct: ...`` with what was expected and what came back (returns False, never raises, so
+the notebook runs on with the reference). Example::
 
     from mae_lesson.exercises import use
     from mae_lesson.exercises.patches import check_patchify
@@ -12,6 +12,7 @@ attempted (the checker prints one line and returns False). Example::
 """
 
 from ._feedback import (
+                        RESULTS,
                         ExerciseError,
                         NotAttempted,
                         call_learner,
@@ -20,10 +21,11 @@ from ._feedback import (
                         expect_close,
                         expect_equal,
                         expect_shape,
+                        is_stub,
                         passed,
                         same,
                         use,
 )
 
-__all__ = ["ExerciseError", "NotAttempted", "call_learner", "checker", "diagnose", "expect_close", "expect_equal",
-           "expect_shape", "passed", "same", "use"]
+__all__ = ["RESULTS", "ExerciseError", "NotAttempted", "call_learner", "checker", "diagnose", "expect_close", "expect_equal",
+           "expect_shape", "is_stub", "passed", "same", "use"]
