@@ -23,7 +23,7 @@ from .evaluate import evaluate_loss, extract_features, knn_classify, linear_prob
 from .finetune import FinetuneArgs, finetune
 from .model import MAE
 from .pretrained import pretrained_path
-from .runfolder import check_out_path
+from .runfolder import RESULT_FILES, check_out_path, claim_results_folder, release_lock
 from .utils import get_device
 from .viz import confusion_figure, feature_map_figure, finetune_curve_figure
 
@@ -41,14 +41,23 @@ def evaluate_checkpoint(mae: MAE, train: ImageData, test: ImageData, probe_epoch
 
 
 def results_table(checkpoint: str | Path, out: str | Path, seeds: list[int], finetune_args: FinetuneArgs,
-                  data_root: str = "data", probe_epochs: int = 30) -> str:
+                  data_root: str = "data", probe_epochs: int = 30, overwrite: bool = False) -> str:
     """The README's table: shipped checkpoint vs random init vs raw pixels vs from-scratch ViT.
 
-    Writes ``results.json``, ``results.md``, a confusion matrix and a feature map to ``out``.
+    Writes ``results.json``, ``results.md``, a confusion matrix and a feature map to ``out``; an
+    ``out`` that holds an earlier table is refused unless ``overwrite`` (which deletes that table first).
     """
     out = check_out_path(out)
     pretrained = MAE.from_checkpoint(checkpoint).float()  # a bad checkpoint fails before the data is loaded
-    out.mkdir(parents=True, exist_ok=True)
+    lock = claim_results_folder(out, RESULT_FILES["table"], overwrite)
+    try:
+        return _results_table(pretrained, checkpoint, out, seeds, finetune_args, data_root, probe_epochs)
+    finally:
+        release_lock(lock)
+
+
+def _results_table(pretrained: MAE, checkpoint: str | Path, out: Path, seeds: list[int], finetune_args: FinetuneArgs,
+                   data_root: str, probe_epochs: int) -> str:
     train, test = load_dataset("fashion_mnist", data_root, "train"), load_dataset("fashion_mnist", data_root, "test")
     rows: dict[str, dict[str, list[float]]] = {}
     histories: dict[str, list[list[tuple[float, float]]]] = {}
@@ -134,6 +143,9 @@ def build_parser(recipe: dict[str, Any] | None = None) -> argparse.ArgumentParse
                         help="table: the README's results table; probe: linear probe and kNN on frozen features; "
                              "finetune / scratch: fine-tune the checkpoint / the same ViT from random weights "
                              "(default: %(default)s)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="start over in an --out that holds this mode's results (results.json, results.md and "
+                             "figures for table, probe.json for probe): delete them first (default: refuse)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2],
                         metavar="SEED", help="one fine-tune per seed, each a whole run (default: %(default)s)")
     parser.add_argument("--probe-epochs", type=int, default=30, metavar="EPOCHS",
@@ -174,26 +186,36 @@ def run_command_line(ns: argparse.Namespace) -> None:
     if ns.probe_epochs < 1:
         raise ValueError(f"--probe-epochs must be at least 1, got {ns.probe_epochs}")
     if ns.mode == "table":
-        print(results_table(ns.checkpoint, ns.out, ns.seeds, ft_args, ns.data_root, ns.probe_epochs))
+        print(results_table(ns.checkpoint, ns.out, ns.seeds, ft_args, ns.data_root, ns.probe_epochs, ns.overwrite))
+        return
+    if ns.mode == "probe":
+        _probe(ns, ft_args)
         return
     mae = MAE.from_checkpoint(ns.checkpoint).float()
-    if ns.mode == "probe":
-        check_out_path(ns.out)
     train, test = load_dataset("fashion_mnist", ns.data_root, "train"), load_dataset("fashion_mnist", ns.data_root, "test")
-    if ns.mode == "probe":
+    for seed in ns.seeds:
+        args = FinetuneArgs(**{**asdict(ft_args), "seed": seed})
+        res = finetune(None if ns.mode == "scratch" else mae, train, test, args, config=mae.config)
+        print(f"{ns.mode} seed {seed}: accuracy {res['accuracy']:.2%} in {res['seconds']:.0f} s ({res['steps']} steps)")
+
+
+def _probe(ns: argparse.Namespace, ft_args: FinetuneArgs) -> None:
+    """``--mode probe``: linear probe and kNN per ``--pool``, recorded in ``--out``/probe.json."""
+    check_out_path(ns.out)
+    mae = MAE.from_checkpoint(ns.checkpoint).float()  # --out and the checkpoint are checked before the data
+    lock = claim_results_folder(ns.out, RESULT_FILES["probe"], ns.overwrite)
+    try:
+        train = load_dataset("fashion_mnist", ns.data_root, "train")
+        test = load_dataset("fashion_mnist", ns.data_root, "test")
         scores = {}
         for pool in ns.pool:
             ev = evaluate_checkpoint(mae, train, test, ns.probe_epochs, progress=ft_args.progress, pool=pool)
             scores[pool] = {"linear_probe": ev["linear_probe"], "knn": ev["knn"]}
             print(f"{pool} features: linear probe {ev['linear_probe']:.2%}, kNN {ev['knn']:.2%}", flush=True)
-        Path(ns.out).mkdir(parents=True, exist_ok=True)
         record = {"checkpoint": str(ns.checkpoint), "probe_epochs": ns.probe_epochs, "scores": scores}
         (Path(ns.out) / "probe.json").write_text(json.dumps(record, indent=2))
-        return
-    for seed in ns.seeds:
-        args = FinetuneArgs(**{**asdict(ft_args), "seed": seed})
-        res = finetune(None if ns.mode == "scratch" else mae, train, test, args, config=mae.config)
-        print(f"{ns.mode} seed {seed}: accuracy {res['accuracy']:.2%} in {res['seconds']:.0f} s ({res['steps']} steps)")
+    finally:
+        release_lock(lock)
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import sys
 import time
@@ -32,8 +33,13 @@ LOCK_NAME = ".lock"
 # What a pretraining run writes; --overwrite deletes exactly these (and recon_epochNNN.png).
 RUN_FILES = ("args.json", "config.yaml", "metrics.jsonl", "checkpoint.pt", "model.pt", "loss_curve.png")
 FIGURE_GLOB = "recon_epoch*.png"
-# atomic_save's temporary names: ".<file>.<random>.tmp" beside the file it replaces.
-TEMP_GLOB = ".*.tmp"
+# atomic_save's temporary names beside a checkpoint it replaces: ".<file>.<mkstemp's 8 characters>.tmp".
+# Only these are removed: a user's own ".something.tmp" is never ours to delete.
+TEMP_NAME = re.compile(r"\.(%s)\.[a-z0-9_]{8}\.tmp" % "|".join(re.escape(n) for n in RUN_FILES if n.endswith(".pt")))
+# What each mode of the fine-tuning command writes; --overwrite deletes exactly these.
+RESULT_FILES = {"table": ("results.json", "results.md", "feature_map.png", "confusion_finetune.png",
+                          "finetune_curve.png"),
+                "probe": ("probe.json",)}
 
 
 def check_out_path(out: str | Path, flag: str = "--out") -> Path:
@@ -66,8 +72,8 @@ def clear_run_files(folder: Path) -> None:
 def remove_temp_files(folder: Path) -> list[str]:
     """Delete temporary files left by saves that were killed midway; returns their names."""
     removed = []
-    for tmp in folder.glob(TEMP_GLOB):
-        if tmp.is_file():
+    for tmp in sorted(folder.glob(".*.tmp")):
+        if TEMP_NAME.fullmatch(tmp.name) and tmp.is_file():
             tmp.unlink(missing_ok=True)
             removed.append(tmp.name)
     if removed:
@@ -218,6 +224,22 @@ def claim_folder(out: str | Path, resume: bool, overwrite: bool) -> tuple[Folder
     except BaseException:
         release_lock(lock)
         raise
+
+
+def claim_results_folder(out: str | Path, names: tuple[str, ...], overwrite: bool) -> FolderLock:
+    """Lock ``out`` for a command that writes the result files ``names``; refuse one that holds any of them
+    unless ``overwrite`` (then delete exactly those). Release the lock with :func:`release_lock`."""
+    folder = check_out_path(out)
+    folder.mkdir(parents=True, exist_ok=True)
+    lock = acquire_lock(folder)
+    found = [name for name in names if (folder / name).is_file()]
+    if found and not overwrite:
+        release_lock(lock)
+        raise RunError(f"{folder} already holds results ({', '.join(found)}): start them over with --overwrite "
+                       f"(deletes them), or choose another --out")
+    for name in found:
+        (folder / name).unlink()
+    return lock
 
 
 def check_resume(now: dict[str, Any], config: dict[str, Any], state: dict[str, Any], ckpt: Path) -> dict[str, list[Any]]:

@@ -115,12 +115,12 @@ def test_a_stale_lock_is_taken_over_and_leftover_temp_files_removed(tmp_path, ca
     out = tmp_path / "run"
     out.mkdir()
     (out / ".lock").write_text(json.dumps({"pid": dead_pid(), "host": socket.gethostname(), "started": "then"}))
-    (out / ".checkpoint.pt.k2j3_x.tmp").write_bytes(b"\0" * 4096)  # a save killed midway
+    (out / ".checkpoint.pt.k2j3_xab.tmp").write_bytes(b"\0" * 4096)  # a save killed midway
     pretrain(tiny_args(out, epochs=1, max_steps=2))
     assert (out / "model.pt").is_file()
     assert not list(out.glob(".*.tmp")) and not (out / ".lock").exists()
     err = capsys.readouterr().err
-    assert "taking over the lock" in err and ".checkpoint.pt.k2j3_x.tmp" in err
+    assert "taking over the lock" in err and ".checkpoint.pt.k2j3_xab.tmp" in err
 
 
 @needs_fmnist
