@@ -3,7 +3,8 @@
 - ``setup_cell_source()``: the first code cell. On Colab it clones the course into one absolute
   folder (``/content/mae-lesson``) and installs it; run again, it finds that clone and only moves
   into it. Everywhere it prints the environment.
-- ``badge_markdown()``: the "Open in Colab" badge of a notebook.
+- ``badge_markdown()``: the "Open in Colab" badge of a notebook; ``colab_links()`` puts an
+  absolute Colab link beside each relative link to another notebook (Colab cannot follow those).
 - ``clean_notebook()``: strips from committed outputs what only the machine that ran them
   should see: progress bars, ``stderr`` streams, warnings, widget state and absolute paths.
 
@@ -11,6 +12,7 @@ The repository URL lives here once (``REPO_URL``). Command line::
 
     python -m mae_lesson.notebook                       # rewrite every badge and set-up cell
     python -m mae_lesson.notebook --repo-url URL [--branch B]   # the same for a fork or mirror
+    python -m mae_lesson.notebook --repo-url URL --tag TAG      # a workshop: a fork pinned to a tag
     python -m mae_lesson.notebook --clean FILE [FILE ...]       # clean committed outputs
     python -m mae_lesson.notebook --timings             # minutes of each notebook's committed run
 """
@@ -48,14 +50,15 @@ def setup_cell_source(repo_url: str = REPO_URL, branch: str = BRANCH) -> str:
     """The first code cell: on Colab clone and install the course (once); everywhere, pick the device.
 
     The clone goes to ``$MAE_LESSON_DIR``, by default ``/content/mae-lesson``; the cell is safe
-    to run any number of times.
+    to run any number of times. ``branch`` may be a tag: a workshop pins one, so that what the
+    learners clone cannot change during the session.
     """
     return f"""{SETUP_MARK} (on Colab: clone the course and install it; elsewhere: nothing to do)
 import os, subprocess, sys
 if "google.colab" in sys.modules:
     repo = os.environ.get("{COLAB_DIR_ENV}", "{COLAB_DIR}")  # absolute: a second run finds the clone
     if not os.path.isdir(os.path.join(repo, ".git")):
-        subprocess.run(["git", "clone", "--depth", "1", "-b", "{branch}", "{repo_url}", repo], check=True)
+        subprocess.run(["git", "clone", "--depth", "1", "--branch", "{branch}", "{repo_url}", repo], check=True)
         subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-e", repo], check=True)
     if repo not in sys.path:
         sys.path.insert(0, repo)  # this kernel started before the install
@@ -70,14 +73,32 @@ def github_path(repo_url: str) -> str | None:
     return match.group(1) if match else None
 
 
-def badge_markdown(notebook_name: str, repo_url: str = REPO_URL, branch: str = BRANCH) -> str:
-    """The "Open in Colab" badge for ``notebooks/<notebook_name>`` of a GitHub repository."""
+def colab_url(notebook_name: str, repo_url: str = REPO_URL, branch: str = BRANCH) -> str:
+    """Colab's address of ``notebooks/<notebook_name>`` in a GitHub repository at ``branch`` (or tag)."""
     path = github_path(repo_url)
     if path is None:
         raise ValueError(f"Colab opens notebooks from GitHub only, and {repo_url!r} is not a GitHub URL; "
                          "use https://github.com/<owner>/<name>")
+    return f"https://colab.research.google.com/github/{path}/blob/{branch}/notebooks/{notebook_name}"
+
+
+def badge_markdown(notebook_name: str, repo_url: str = REPO_URL, branch: str = BRANCH) -> str:
+    """The "Open in Colab" badge for ``notebooks/<notebook_name>`` of a GitHub repository."""
     return (f"[![{BADGE_MARK}](https://colab.research.google.com/assets/colab-badge.svg)]"
-            f"(https://colab.research.google.com/github/{path}/blob/{branch}/notebooks/{notebook_name})")
+            f"({colab_url(notebook_name, repo_url, branch)})")
+
+
+# A relative link to a course notebook, with the Colab link this module puts after it, if any.
+NOTEBOOK_LINK_RE = re.compile(r"(\[[^\]]+\]\((\d\d_\w+\.ipynb)\))(?: \(\[Colab\]\([^)\s]*\)\))?")
+
+
+def colab_links(markdown: str, repo_url: str = REPO_URL, branch: str = BRANCH) -> str:
+    """``[06 · Pretraining](06_pretraining.ipynb)`` -> the same plus `` ([Colab](<absolute URL>))``.
+
+    Relative links work in JupyterLab and on GitHub; inside Colab they do not, so each gets its
+    absolute twin. Running it again replaces the twins (for a new fork or tag).
+    """
+    return NOTEBOOK_LINK_RE.sub(lambda m: f"{m.group(1)} ([Colab]({colab_url(m.group(2), repo_url, branch)}))", markdown)
 
 
 def environment_report() -> torch.device:
@@ -108,7 +129,8 @@ def notebook_paths(folder: Path = NOTEBOOK_DIR) -> list[Path]:
 def sync_notebooks(folder: Path = NOTEBOOK_DIR, repo_url: str = REPO_URL, branch: str = BRANCH) -> list[str]:
     """Rewrite the badge and set-up cell of every notebook in ``folder``; returns the changed files.
 
-    Badges are rewritten only for a GitHub URL (Colab opens notebooks from GitHub only).
+    Badges and the Colab links beside notebook links are rewritten only for a GitHub URL (Colab
+    opens notebooks from GitHub only).
     """
     changed = []
     for path in notebook_paths(folder):
@@ -118,10 +140,12 @@ def sync_notebooks(folder: Path = NOTEBOOK_DIR, repo_url: str = REPO_URL, branch
             text = "".join(cell["source"])
             if cell["cell_type"] == "code" and text.startswith(SETUP_MARK):
                 cell["source"] = setup_cell_source(repo_url, branch).splitlines(keepends=True)
-            elif cell["cell_type"] == "markdown" and BADGE_MARK in text and github_path(repo_url):
+            elif cell["cell_type"] == "markdown" and github_path(repo_url):
                 lines = [badge_markdown(path.name, repo_url, branch) if BADGE_MARK in line else line
                          for line in text.split("\n")]
-                cell["source"] = "\n".join(lines).splitlines(keepends=True)
+                new = colab_links("\n".join(lines), repo_url, branch)
+                if new != text:
+                    cell["source"] = new.splitlines(keepends=True)
         if json.dumps(nb) != before:
             write_notebook(path, nb)
             changed.append(path.name)
@@ -326,6 +350,8 @@ def main(argv: list[str] | None = None, module_file: Path = Path(__file__)) -> i
     parser.add_argument("--repo-url", help=f"the repository the set-up cell clones (a fork or mirror; stored in "
                                           f"this module as REPO_URL, now {REPO_URL})")
     parser.add_argument("--branch", help=f"the branch (or tag) to clone and link (now {BRANCH})")
+    parser.add_argument("--tag", help="a tag to clone and link instead of a branch: pins a workshop's content "
+                                      "(create it first: git tag TAG && git push origin TAG)")
     parser.add_argument("--notebooks", type=Path, default=NOTEBOOK_DIR, help="folder of the notebooks (default: %(default)s)")
     args = parser.parse_args(argv)
     if args.clean:
@@ -340,8 +366,13 @@ def main(argv: list[str] | None = None, module_file: Path = Path(__file__)) -> i
             minutes = run_minutes(path)
             print(f"{path.name}: " + (f"{minutes:.1f} min" if minutes is not None else "no cell timestamps"))
         return 0
-    repo_url, branch = args.repo_url or REPO_URL, args.branch or BRANCH
-    if args.repo_url or args.branch:
+    if args.tag and args.branch:
+        parser.error(f"--branch {args.branch} and --tag {args.tag}: the set-up cell clones one of them; give one")
+    repo_url, branch = args.repo_url or REPO_URL, args.tag or args.branch or BRANCH
+    if args.tag:
+        print(f"pinning every badge, Colab link and set-up cell to tag {args.tag}; it must exist in {repo_url} "
+              f"(git tag {args.tag} && git push origin {args.tag}), or the set-up cell's clone fails")
+    if args.repo_url or args.branch or args.tag:
         if set_repo_url(repo_url, branch, module_file):
             print(f"{module_file.name}: REPO_URL = {repo_url}, BRANCH = {branch}")
         if not github_path(repo_url):

@@ -127,7 +127,7 @@ def test_progress_bar_pattern(text, expected):
 
 # ----------------------------------------------------------------------------- Colab set-up cell
 DRIVER = '''
-import json, os, sys, types
+import json, os, re, sys, types
 sys.modules["google.colab"] = types.ModuleType("google.colab")  # what the set-up cell looks for
 sys.executable = sys.argv[2]  # a stand-in for pip: the test must not install into this environment
 cell = open(sys.argv[1]).read()
@@ -135,7 +135,25 @@ namespace = {}
 for run in range(2):  # a learner runs the cell twice in one kernel
     exec(compile(cell, "setup-cell", "exec"), namespace)
 import mae_lesson
-print(json.dumps({"mae_lesson": mae_lesson.__file__, "cwd": os.getcwd(), "device": str(namespace["device"])}))
+# Then the notebook's next cells as Colab shows them, from the clone at the tag: imports, data
+# loading, the exercises up to train_step (stubs not attempted, checkers run on the references).
+nb = json.load(open("06_pretraining.ipynb"))  # the set-up cell moved into the clone's notebooks/
+code = ["".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "code"]
+first = next(i for i, src in enumerate(code) if src.startswith("# mae-lesson setup")) + 1
+last = next(i for i, src in enumerate(code) if "train_step_fn = use(" in src)
+for src in code[first:last + 1]:
+    exec(compile(re.sub(r"^%.*$", "", src, flags=re.M), "cell", "exec"), namespace)
+# One training step of the course's model on the notebook's data, with the notebook's train step.
+exec(compile(\'\'\'
+step_model = MAE(mae_lesson.Config.from_file("fashion_mnist_tiny")).to(device)
+step_optimizer = torch.optim.AdamW(step_model.parameters(), lr=1e-3)
+step_schedule = WarmupCosine(step_optimizer, 1e-3, 10, 0)
+step_imgs = eval_transform(train.images[:32], train, 28).to(device)
+step_loss = train_step_fn(step_model, step_optimizer, step_schedule, step_imgs, step_model.mask_noise(32).to(device))
+\'\'\', "step", "exec"), namespace)
+print(json.dumps({"mae_lesson": mae_lesson.__file__, "cwd": os.getcwd(), "device": str(namespace["device"]),
+                  "train": len(namespace["train"]), "loss": namespace["step_loss"],
+                  "checked": namespace["ok_train_step"]}))
 '''
 
 
@@ -145,17 +163,25 @@ def _git(*args: str, cwd: Path | None = None) -> str:
 
 
 @pytest.mark.slow
-def test_setup_cell_under_simulated_colab_is_safe_to_run_twice(tmp_path):
-    """The cell clones once into the absolute folder, installs once, and imports the package from the clone."""
+def test_setup_cell_under_simulated_colab_clones_the_tag_and_the_notebook_runs(tmp_path):
+    """As on Colab: a shallow clone of a tag into the absolute folder, installed once, the cell run
+    twice; then notebook 06's next cells from that clone (data, checkers) and one training step."""
     import os
     import shutil
     import subprocess
 
+    from mae_lesson.data import fashion_mnist_sources
+
     if shutil.which("git") is None or not (REPO / ".git").exists():
         pytest.skip("needs git and a git checkout of the course")
-    origin = tmp_path / "origin"  # the "GitHub" the cell clones from: a local clone of this repository
-    _git("clone", "-q", str(REPO), str(origin))
-    _git("checkout", "-q", "-B", "colab-test", cwd=origin)
+    if not any((p / "train-images-idx3-ubyte.gz").exists() or (p / "train-images-idx3-ubyte").exists()
+               for p in fashion_mnist_sources(REPO / "data")):
+        pytest.skip("needs Fashion-MNIST on this machine (the test must not download)")
+    origin = tmp_path / "origin"  # the "GitHub" the cell clones from: a full clone of this repository
+    _git("clone", "-q", "--no-local", str(REPO), str(origin))
+    _git("tag", "workshop-test", cwd=origin)  # what the instructor pins with --tag
+    # main moves on after the tag, as it does mid-workshop: the clone must still be the tag's commit
+    _git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "--allow-empty", "-m", "later", cwd=origin)
     content = tmp_path / "content"  # Colab's working folder
     content.mkdir()
     pip_log = tmp_path / "pip.log"
@@ -163,11 +189,11 @@ def test_setup_cell_under_simulated_colab_is_safe_to_run_twice(tmp_path):
     fake_python.write_text(f'#!/bin/sh\necho "$@" >> "{pip_log}"\n')
     fake_python.chmod(0o755)
     cell = tmp_path / "cell.py"
-    cell.write_text(nbtool.setup_cell_source(f"file://{origin}", "colab-test"))
+    cell.write_text(nbtool.setup_cell_source(f"file://{origin}", "workshop-test"))
     driver = tmp_path / "driver.py"
     driver.write_text(DRIVER)
     clone = content / "mae-lesson"
-    env = {**os.environ, nbtool.COLAB_DIR_ENV: str(clone), "MAE_LESSON_QUICK": "1"}
+    env = {**os.environ, nbtool.COLAB_DIR_ENV: str(clone), "MAE_LESSON_QUICK": "1", "MPLBACKEND": "Agg"}
     env.pop("PYTHONPATH", None)
     result = subprocess.run([sys.executable, str(driver), str(cell), str(fake_python)], cwd=content, env=env,
                             capture_output=True, text=True, timeout=600)
@@ -177,12 +203,17 @@ def test_setup_cell_under_simulated_colab_is_safe_to_run_twice(tmp_path):
     assert (clone / ".git").is_dir() and (clone / "mae_lesson" / "__init__.py").is_file()
     clones = [p.parent for p in content.rglob(".git")]
     assert clones == [clone], f"nested or extra clones: {clones}"
+    assert _git("rev-list", "--count", "HEAD", cwd=clone) == "1", "not a shallow (--depth 1) clone"
+    assert _git("rev-parse", "HEAD", cwd=clone) == _git("rev-parse", "workshop-test^{commit}", cwd=origin)
     assert Path(report["mae_lesson"]).resolve() == (clone / "mae_lesson" / "__init__.py").resolve()
     assert Path(report["cwd"]).resolve() == (clone / "notebooks").resolve()
     assert report["device"] in ("cpu", "cuda", "mps")
     installs = pip_log.read_text().splitlines()
     assert installs == [f"-m pip install -q -e {clone}"], installs  # installed once, from the clone
     assert "mode: quick" in result.stdout
+    assert report["train"] == 60_000 and 0 < report["loss"] < 10
+    assert report["checked"] is False and "Not attempted yet" in result.stdout  # the stub, checked
+    assert "Correct:" in result.stdout  # a reference solution through its checker
 
 
 def test_setup_cell_outside_colab_only_reports(capsys):
@@ -202,7 +233,7 @@ def _course_copy(tmp_path: Path) -> tuple[Path, Path]:
     folder.mkdir()
     for name in ("00_a.ipynb", "01_b.ipynb"):
         intro = {"cell_type": "markdown", "id": "m", "metadata": {},
-                 "source": ["# Title\n", "\n", nbtool.badge_markdown(name) + "\n", "\n", "Text."]}
+                 "source": ["# Title\n", "\n", nbtool.badge_markdown(name) + "\n", "\n", "Text. Next: [01 · B](01_b.ipynb)"]}
         setup = _code([_stream("stdout", "python 3.11\n")], nbtool.setup_cell_source())
         _write(folder / name, _notebook([intro, setup, _code([])], widgets=False))
     return module, folder
@@ -212,7 +243,7 @@ def test_repo_url_rewrites_badges_setup_cells_and_the_one_stored_url(tmp_path):
     module, folder = _course_copy(tmp_path)
     originals = {p.name: json.loads(p.read_text()) for p in folder.iterdir()}
     fork = "https://github.com/someone/mae-fork"
-    assert nbtool.main(["--repo-url", fork, "--branch", "v1.0", "--notebooks", str(folder)], module) == 0
+    assert nbtool.main(["--repo-url", fork, "--tag", "v1.0", "--notebooks", str(folder)], module) == 0
 
     assert 'REPO_URL = "https://github.com/someone/mae-fork"' in module.read_text()
     assert 'BRANCH = "v1.0"' in module.read_text()
@@ -221,13 +252,36 @@ def test_repo_url_rewrites_badges_setup_cells_and_the_one_stored_url(tmp_path):
         intro, setup = "".join(nb["cells"][0]["source"]), "".join(nb["cells"][1]["source"])
         assert nbtool.badge_markdown(path.name, fork, "v1.0") in intro
         assert "/someone/mae-fork/blob/v1.0/notebooks/" + path.name in intro
-        assert intro.startswith("# Title\n\n") and intro.endswith("\n\nText.")
-        assert setup == nbtool.setup_cell_source(fork, "v1.0") and fork in setup and '"v1.0"' in setup
+        assert intro.startswith("# Title\n\n") and intro.endswith(
+            "\n\nText. Next: [01 · B](01_b.ipynb) "
+            "([Colab](https://colab.research.google.com/github/someone/mae-fork/blob/v1.0/notebooks/01_b.ipynb))")
+        assert setup == nbtool.setup_cell_source(fork, "v1.0") and fork in setup
+        assert '"--depth", "1", "--branch", "v1.0"' in setup  # a shallow clone of the tag
         original = originals[path.name]
         assert nb["cells"][1]["outputs"] == original["cells"][1]["outputs"]
         assert nb["cells"][2] == original["cells"][2] and nb["metadata"] == original["metadata"]
     # run again: nothing left to change
     assert nbtool.sync_notebooks(folder, fork, "v1.0") == []
+    # another tag replaces the Colab link beside the relative one instead of adding a second
+    nbtool.sync_notebooks(folder, fork, "v1.1")
+    intro = "".join(json.loads((folder / "00_a.ipynb").read_text())["cells"][0]["source"])
+    assert intro.count("[Colab](") == 1 and "/blob/v1.1/notebooks/01_b.ipynb" in intro
+
+
+def test_tag_and_branch_together_are_refused(tmp_path, capsys):
+    module, folder = _course_copy(tmp_path)
+    with pytest.raises(SystemExit):
+        nbtool.main(["--branch", "main", "--tag", "v1.0", "--notebooks", str(folder)], module)
+    assert "give one" in capsys.readouterr().err
+    assert 'BRANCH = "main"' in module.read_text()
+
+
+def test_colab_links_leave_other_links_alone():
+    text = ("[![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://x/00_a.ipynb) "
+            "[faq](../docs/faq.md) [06 · Pretraining](06_pretraining.ipynb)")
+    out = nbtool.colab_links(text, "https://github.com/a/b", "v2")
+    assert out == text + " ([Colab](https://colab.research.google.com/github/a/b/blob/v2/notebooks/06_pretraining.ipynb))"
+    assert nbtool.colab_links(out, "https://github.com/a/b", "v2") == out
 
 
 def test_repo_url_on_a_mirror_keeps_the_badges(tmp_path):
@@ -260,6 +314,11 @@ def test_each_notebook_has_the_generated_badge_and_setup_cell(path):
     assert len(setups) == 1 and "".join(setups[0]["source"]) == nbtool.setup_cell_source(), \
         f"{path.name}: set-up cell differs from the generator's; run python -m mae_lesson.notebook"
     assert nbtool.badge_markdown(path.name) in "".join(nb["cells"][0]["source"])
+    for cell in nb["cells"]:
+        text = "".join(cell["source"])
+        if cell["cell_type"] == "markdown":
+            assert nbtool.colab_links(text) == text, \
+                f"{path.name}: a link to a notebook without its Colab twin; run python -m mae_lesson.notebook"
 
 
 def test_run_minutes_from_cell_timestamps(tmp_path, capsys):
