@@ -129,6 +129,8 @@ def test_links_are_rewritten_for_the_zh_folder(tmp_path):
     out = rewrite_links("[a](docs/faq.md) [n](notebooks/01_a.ipynb) [c](docs/cheatsheet.md)", "README.md",
                         "README.zh-CN.md", mapping)
     assert out == "[a](docs/zh/faq.md) [n](notebooks/zh/01_a.ipynb) [c](docs/cheatsheet.md)"
+    english_version = rewrite_links("[English](README.md)", "README.md", "README.zh-CN.md", {"README.md": "README.zh-CN.md"})
+    assert english_version == "[English](README.md)"
 
 
 def test_segments_split_at_headings_outside_code_and_join_back():

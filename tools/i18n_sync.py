@@ -91,8 +91,9 @@ _REF_TARGET = re.compile(r"^(\s{0,3}\[[^\]\n]+\]:\s*)(\S+)", re.M)
 def rewrite_target(target: str, en_file: str, zh_file: str, mapping: dict[str, str]) -> str:
     """Re-point one relative link from ``en_file`` so it works from ``zh_file`` (both repo-relative).
 
-    A target that has a Chinese counterpart (a notebook, a translated guide) points at it; any other
-    relative path points at the same file as before. Absolute URLs, anchors and root paths are kept.
+    A target that has a Chinese counterpart (a notebook, a translated guide) points at it, except a
+    link to ``en_file`` itself (the Chinese text's "English version" link); any other relative path
+    points at the same file as before. Absolute URLs, anchors and root paths are kept.
     """
     bracketed = target.startswith("<") and target.endswith(">")
     raw = target[1:-1] if bracketed else target
@@ -104,7 +105,8 @@ def rewrite_target(target: str, en_file: str, zh_file: str, mapping: dict[str, s
     cut = min((i for i in (raw.find("#"), raw.find("?")) if i >= 0), default=len(raw))
     path, rest = raw[:cut], raw[cut:]
     resolved = posixpath.normpath(posixpath.join(posixpath.dirname(en_file), path))
-    resolved = mapping.get(resolved, resolved)
+    if resolved != en_file:  # a link to the file's own English source is the "English version" link
+        resolved = mapping.get(resolved, resolved)
     new = posixpath.relpath(resolved, posixpath.dirname(zh_file) or ".")
     if path.endswith("/") and not new.endswith("/"):
         new += "/"
