@@ -42,7 +42,7 @@ from .errors import EXIT_SIGINT, EXIT_SIGTERM, RunError, command_line_errors
 from .evaluate import evaluate_loss
 from .model import MAE
 from .optim import WarmupCosine, adamw, param_groups, scaled_lr
-from .runfolder import FolderLock, check_resume, claim_folder, clear_run_files, release_lock, truncate_metrics
+from .runfolder import FolderLock, check_resume, check_resume_data, claim_folder, clear_run_files, release_lock, truncate_metrics
 from .stopping import StopRequest, TrainingInterrupted, stop_on_signals
 from .utils import get_device, set_seed
 from .viz import loss_curve_figure, reconstruction_figure
@@ -234,6 +234,7 @@ class Run:
     # An epoch whose steps are all done but whose end-of-epoch work (test loss, figure, row, curve) is not:
     # a stop after an epoch's last step saves it, and the resume does that work first.
     pending_epoch: dict[str, float] | None = None
+    data: dict[str, Any] = field(default_factory=dict)  # the training images' count, fingerprint, steps per epoch
     lock: FolderLock | None = None          # rank 0's lock on the run folder
     stop: StopRequest = field(default_factory=StopRequest)
 
@@ -341,13 +342,16 @@ def _build_run(args: PretrainArgs, model_class: type[MAE], rank: int, world: int
     total_steps = args.epochs * steps_per_epoch
     if args.max_steps is not None:
         total_steps = min(total_steps, args.max_steps)
+    data = {"images": len(train_data), "fingerprint": train_data.fingerprint(), "steps_per_epoch": steps_per_epoch}
+    if state is not None:
+        check_resume_data(state.get("data"), data, state["scheduler"]["total_steps"], total_steps, resume_from)
     base_lr = args.lr if args.lr is not None else scaled_lr(args.blr, args.batch_size * args.accum_iter)
     optimizer = adamw(param_groups(model, args.weight_decay), base_lr, betas=(0.9, 0.95))
     schedule = WarmupCosine(optimizer, base_lr, args.schedule_steps or args.epochs * steps_per_epoch,
                             int(args.warmup_epochs * steps_per_epoch), args.min_lr)
     autocast, scaler = autocast_for(device, args.amp)
     run = Run(args, rank, world, device, out, model, model, optimizer, schedule, autocast, scaler,
-              loader, test_data, steps_per_epoch, total_steps)
+              loader, test_data, steps_per_epoch, total_steps, data=data)
 
     if state is not None:
         model.load_state_dict(state["model"])
@@ -566,6 +570,7 @@ def save_state(run: Run) -> None:
                  "scheduler": run.schedule.state_dict(), "scaler": run.scaler.state_dict() if run.scaler else {},
                  "rng": rng_state(), "step": run.step, "epoch": run.step // max(1, run.steps_per_epoch),
                  "epoch_loss": [run.epoch_loss_sum, run.epoch_loss_count], "pending_epoch": run.pending_epoch,
+                 "data": run.data,
                  "config": run.model.config.to_dict(), "args": dataclasses.asdict(run.args)}, run.ckpt_path)
     run.saved_step = run.step
 

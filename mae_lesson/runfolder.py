@@ -264,6 +264,29 @@ def check_resume(now: dict[str, Any], config: dict[str, Any], state: dict[str, A
             if name in stored_args and name not in START_FLAGS and stored_args[name] != value}
 
 
+def check_resume_data(stored: dict[str, Any] | None, now: dict[str, Any], schedule_steps: int, total_steps: int,
+                      ckpt: Path) -> None:
+    """Refuse a resume on other training images, or one that would train past the end of the run's schedule.
+
+    Args:
+        stored / now: ``{"images", "fingerprint", "steps_per_epoch"}`` of the run (``None`` in a checkpoint
+            from before they were recorded: not checked) and of this call.
+        schedule_steps: the length of the run's learning-rate schedule; total_steps: where this call would stop.
+    """
+    lines = [f"  training data {key}: {stored[key]!r} in the run, {now[key]!r} now"
+             for key in ("images", "fingerprint", "steps_per_epoch") if stored and stored.get(key) != now[key]]
+    if lines:
+        raise RunError(f"cannot resume {ckpt}: the training images differ from the run's\n" + "\n".join(lines)
+                       + "\nresume with the images the run was trained on, or start a new run with another --out "
+                       "(or --overwrite)")
+    if total_steps > schedule_steps:
+        raise RunError(
+            f"cannot resume {ckpt} to step {total_steps}: its learning-rate schedule ends at step {schedule_steps}, so "
+            f"the steps after it would all run at the final rate (--min-lr). Resume with --epochs (or --max-steps) "
+            f"that stops by step {schedule_steps}, or train longer in a new run with the longer --epochs and "
+            f"another --out (or --overwrite)")
+
+
 def truncate_metrics(path: Path, step: int) -> None:
     """Drop rows logged after the checkpoint a run resumes from, so the log matches the weights.
 

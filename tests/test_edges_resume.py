@@ -81,3 +81,45 @@ def test_a_stop_after_every_step_then_resume_equals_an_uninterrupted_run(tmp_pat
         assert resumed["figures"] == straight["figures"], f"stopped after step {step}"
         for key, value in straight["weights"].items():
             assert torch.equal(value, resumed["weights"][key]), (step, key)
+
+
+def snapshot(folder: Path) -> dict[str, str]:
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir()) if p.is_file()}
+
+
+@pytest.mark.parametrize("change", ["more images", "other pixels"])
+def test_resume_on_other_training_images_is_refused_with_the_difference(change, tmp_path):
+    from PIL import Image
+
+    data = grey_folder(tmp_path / "imgs")
+    out = pretrain(small_args(data, tmp_path / "run", max_steps=2))
+    before = snapshot(out)
+    if change == "more images":
+        for i in range(20, 40):
+            Image.fromarray(np.full((16, 16), i, dtype=np.uint8)).save(data / "a" / f"{i}.png")
+    else:
+        Image.fromarray(np.zeros((16, 16), dtype=np.uint8)).save(data / "a" / "0.png")
+    with pytest.raises(engine.RunError) as err:
+        pretrain(small_args(data, out, resume=True))
+    message = str(err.value)
+    assert "training data fingerprint" in message and "in the run" in message, message
+    if change == "more images":
+        assert "training data images: 40 in the run, 60 now" in message, message
+        assert "training data steps_per_epoch: 2 in the run, 3 now" in message, message
+    else:
+        assert "images:" not in message and "steps_per_epoch" not in message, message
+    assert snapshot(out) == before
+
+
+def test_resume_past_the_end_of_the_schedule_is_refused_with_the_reason(tmp_path):
+    data = grey_folder(tmp_path / "imgs")
+    out = pretrain(small_args(data, tmp_path / "run"))  # 3 epochs: the cosine ends at step 6
+    before = snapshot(out)
+    with pytest.raises(engine.RunError, match="schedule ends at step 6.*final rate") as err:
+        pretrain(small_args(data, out, resume=True, epochs=5))
+    assert "step 10" in str(err.value) and "--epochs" in str(err.value)
+    assert snapshot(out) == before
+    # Within the schedule a resume may go on: a run stopped by --max-steps continues to its end.
+    short = pretrain(small_args(data, tmp_path / "short", max_steps=3))
+    pretrain(small_args(data, short, resume=True))
+    assert safe_load(short / "model.pt")["step"] == 6

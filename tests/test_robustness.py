@@ -179,14 +179,14 @@ def test_resume_with_another_model_or_batch_is_refused_with_a_diff(tmp_path):
 
 
 @needs_fmnist
-def test_resume_accepts_and_records_new_epochs_and_intervals(tmp_path, capsys):
+def test_resume_accepts_and_records_a_new_step_cap_and_intervals(tmp_path, capsys):
     out = tmp_path / "run"
-    pretrain(tiny_args(out, epochs=1))
-    pretrain(tiny_args(out, epochs=2, resume=True, log_every_steps=4, progress=False))
+    pretrain(tiny_args(out, max_steps=8))
+    pretrain(tiny_args(out, resume=True, log_every_steps=4, progress=False))
     record = json.loads((out / "args.json").read_text())
-    assert record["epochs"] == 2 and record["resumed"] == [
-        {"step": 8, "changed": {"epochs": [1, 2], "log_every_steps": [2, 4]}}]
-    assert "epochs 1 -> 2" in capsys.readouterr().err
+    assert record["max_steps"] is None and record["resumed"] == [
+        {"step": 8, "changed": {"max_steps": [8, None], "log_every_steps": [2, 4]}}]
+    assert "max_steps 8 -> None" in capsys.readouterr().err
     assert safe_load(out / "model.pt")["step"] == 16
 
 
