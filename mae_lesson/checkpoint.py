@@ -46,14 +46,15 @@ def safe_load(path: str | Path, map_location: str | torch.device = "cpu") -> Any
     Raises:
         FileNotFoundError: no such file.
         pickle.UnpicklingError: the file needs a type that could run code; nothing was run.
-        ValueError: the file is not a readable PyTorch checkpoint (truncated, corrupt, other format).
+        ValueError: the file is not a readable PyTorch checkpoint (truncated, corrupt, other format), or its
+            model weights are not all tensors, or not all finite (a run that diverged).
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"Checkpoint {str(path)!r} does not exist; check the path (cwd is {os.getcwd()})")
     try:
         with torch.serialization.safe_globals(ALLOWED_GLOBALS):
-            return torch.load(path, map_location=map_location, weights_only=True)
+            checkpoint = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
         if not _looks_like_checkpoint(path):
             raise ValueError(f"Could not read checkpoint {str(path)!r}: it is not a PyTorch file (corrupt or another format)") from None
@@ -69,6 +70,35 @@ def safe_load(path: str | Path, map_location: str | torch.device = "cpu") -> Any
             f"Could not read checkpoint {str(path)!r}: it is truncated, corrupt or not a PyTorch "
             f"file ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})"
         ) from None
+    _check_weights(checkpoint, path)
+    return checkpoint
+
+
+def nonfinite_weights(state: Mapping[str, Any]) -> str | None:
+    """``"NaN or Inf in <names>"`` for the floating-point tensors of ``state`` that hold one; ``None`` if all finite."""
+    bad = [name for name, value in state.items() if isinstance(value, torch.Tensor) and value.is_floating_point()
+           and value.device.type != "meta" and not bool(torch.isfinite(value).all())]
+    return f"NaN or Inf in {_listed(bad)}" if bad else None
+
+
+def _listed(names: list[str], limit: int = 4) -> str:
+    return ", ".join(names[:limit]) + (f" and {len(names) - limit} more" if len(names) > limit else "")
+
+
+def _check_weights(checkpoint: Any, path: Path) -> None:
+    """Refuse model weights that are not tensors or not finite, naming the file and the entries."""
+    weights = next((checkpoint[key] for key in ("model", "model_state_dict", "state_dict")
+                    if isinstance(checkpoint, Mapping) and isinstance(checkpoint.get(key), Mapping)), None)
+    if weights is None:
+        return
+    wrong = [f"{name} ({type(value).__name__})" for name, value in weights.items() if not isinstance(value, torch.Tensor)]
+    if wrong:
+        raise ValueError(f"Checkpoint {str(path)!r} is damaged: its model weights hold values that are not tensors: "
+                         f"{_listed(wrong)}; use another checkpoint")
+    bad = nonfinite_weights(weights)
+    if bad:
+        raise ValueError(f"Checkpoint {str(path)!r} holds non-finite weights ({bad}): it comes from a run that "
+                         f"diverged; use an earlier checkpoint, or retrain with a lower learning rate")
 
 
 def _looks_like_checkpoint(path: Path) -> bool:

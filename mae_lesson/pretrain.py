@@ -34,7 +34,7 @@ import yaml
 from tqdm.auto import tqdm
 
 from .amp import AMP_CHOICES, autocast_for
-from .checkpoint import atomic_save, safe_load
+from .checkpoint import atomic_save, nonfinite_weights, safe_load
 from .cli import add_dataclass_flags, arg_field, check_field_types, check_recipe, dataclass_values
 from .config import Config, load_recipe
 from .data import BatchLoader, ImageData, eval_transform, load_dataset
@@ -168,7 +168,7 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 
 class NonFiniteLossError(RuntimeError):
-    """The loss became NaN or Inf; the last good checkpoint is left untouched."""
+    """The loss or the weights became NaN or Inf; the last good checkpoint is left untouched."""
 
 
 def resume_command(args: PretrainArgs) -> str:
@@ -544,6 +544,7 @@ def end_of_epoch(run: Run, epoch: int, stats: dict[str, float]) -> None:
     model, cfg = run.model, run.model.config
     test_loss = float("nan")
     if run.rank == 0:
+        check_finite_weights(run)
         model.eval()
         test_loss = evaluate_loss(model, run.test_data, cfg, run.device)
         fig = reconstruction_figure(model, run.fig_imgs, run.test_data.mean, run.test_data.std, run.fig_noise,
@@ -562,10 +563,24 @@ def end_of_epoch(run: Run, epoch: int, stats: dict[str, float]) -> None:
         plt.close(fig)
 
 
+def check_finite_weights(run: Run) -> None:
+    """Raise :class:`NonFiniteLossError` when a weight holds NaN or Inf (an update that diverged after a
+    finite loss), before a figure, a metrics row or a checkpoint is written from them."""
+    bad = nonfinite_weights(run.model.state_dict())
+    if bad:
+        raise NonFiniteLossError(f"the weights after optimizer step {run.step} hold {bad}, so nothing was saved "
+                                 f"from them. " + _nan_advice(run))
+
+
 def save_state(run: Run) -> None:
-    """Atomically write ``checkpoint.pt``: everything :func:`setup_run` needs to resume exactly."""
+    """Atomically write ``checkpoint.pt``: everything :func:`setup_run` needs to resume exactly.
+
+    Raises :class:`NonFiniteLossError` instead when a weight holds NaN or Inf, so the checkpoint on disk
+    (the last good one) always has finite weights.
+    """
     if run.rank != 0:
         return
+    check_finite_weights(run)
     atomic_save({"model": run.model.state_dict(), "optimizer": run.optimizer.state_dict(),
                  "scheduler": run.schedule.state_dict(), "scaler": run.scaler.state_dict() if run.scaler else {},
                  "rng": rng_state(), "step": run.step, "epoch": run.step // max(1, run.steps_per_epoch),

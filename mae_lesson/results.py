@@ -17,6 +17,7 @@ import torch
 
 from .cli import add_dataclass_flags, check_recipe, dataclass_values
 from .config import load_recipe
+from .checkpoint import nonfinite_weights
 from .data import ImageData, load_dataset
 from .errors import EXIT_SIGINT, command_line_errors
 from .evaluate import evaluate_loss, extract_features, knn_classify, linear_probe, pixel_features, summarize
@@ -30,7 +31,14 @@ from .viz import confusion_figure, feature_map_figure, finetune_curve_figure
 
 def evaluate_checkpoint(mae: MAE, train: ImageData, test: ImageData, probe_epochs: int = 30,
                         device: str = "auto", progress: bool = True, pool: str = "cls") -> dict[str, Any]:
-    """Linear probe and kNN on frozen features (``pool``: ``cls`` as the paper, ``mean`` or ``both``)."""
+    """Linear probe and kNN on frozen features (``pool``: ``cls`` as the paper, ``mean`` or ``both``).
+
+    Refuses a model with NaN or Inf weights (its features would score chance, 10%, and look like a result).
+    """
+    bad = nonfinite_weights(mae.state_dict())
+    if bad:
+        raise ValueError(f"the model's weights hold {bad}: it comes from a run that diverged; evaluate an earlier "
+                         f"checkpoint")
     dev = get_device(device)
     train_x = extract_features(mae, train, pool, device=dev, progress=progress)
     test_x = extract_features(mae, test, pool, device=dev, progress=progress)
