@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -80,11 +81,16 @@ def test_patchify_rejects_wrong_shape_and_crash():
 
 def sincos_2d_ok(embed_dim, grid_size):
     rows, cols = torch.meshgrid(torch.arange(grid_size), torch.arange(grid_size), indexing="ij")
-    return torch.cat([sincos_1d(embed_dim // 2, cols), sincos_1d(embed_dim // 2, rows)], dim=1)
+    return torch.cat([sincos_1d(embed_dim // 2, cols), sincos_1d(embed_dim // 2, rows)], dim=1).float()
 
 
 def test_sincos_2d_accepts_reference(capsys):
     accepts(check_sincos_2d, sincos_2d_ok, capsys)
+
+
+def test_sincos_2d_names_a_float64_table():
+    """Without hint 3's .float() the values match but 01's proof cells fail on dtype: a mistake, not Correct."""
+    rejects(check_sincos_2d, lambda d, g: sincos_2d_ok(d, g).double(), "expected dtype torch.float32", ".float()")
 
 
 def test_sincos_2d_rejects_mistakes():
@@ -454,6 +460,19 @@ def test_a_recheck_starts_from_not_passed(capsys):
     assert ok_patchify is False and RESULTS["patchify"] == "not correct"
     assert "The notebook goes on with the reference solution. Fix my_patchify and re-run this cell" \
         in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("value", [np.int64(8), torch.tensor(8), np.int32(8)], ids=["numpy", "torch", "int32"])
+def test_an_int_like_scalar_counts_as_an_int_with_a_note(value, capsys):
+    """encoder_tokens(28, 7, 0.9) is 1 + int(16 * 0.1) = 2; here every case answers through a conversion."""
+    def tokens(img_size, patch_size, ratio):
+        return type(value)(1 + int((img_size // patch_size) ** 2 * (1 - ratio))) if not isinstance(value, torch.Tensor) \
+            else torch.tensor(1 + int((img_size // patch_size) ** 2 * (1 - ratio)))
+    assert check_encoder_tokens(tokens) is True
+    printed = capsys.readouterr().out
+    assert printed.startswith("Correct: ") and "Note: " in printed and "used as the int" in printed, printed
+    rejects(check_encoder_tokens, lambda *a: float(tokens(*a)), "expected a whole number (int)", "rounds down")
+    rejects(check_encoder_tokens, lambda *a: torch.tensor([1, 2]), "expected a whole number (int)")
 
 
 def test_the_reference_check_does_not_read_as_the_learners(capsys):

@@ -43,6 +43,21 @@ def test_normalize_patches_accepts_reference(capsys):
     accepts(check_normalize_patches, lambda t: (t - t.mean(-1, keepdim=True)) / torch.sqrt(t.var(-1, correction=1, keepdim=True) + 1e-6), capsys)
 
 
+def test_mae_forward_names_a_forward_without_gradients():
+    """A forward under torch.no_grad() matched every value, then 05's training cell died in backward()."""
+    def no_grad_forward(model, imgs, noise):
+        with torch.no_grad():
+            return official_forward(model, imgs, noise)
+    rejects(check_mae_forward, no_grad_forward, "requires grad", "torch.no_grad()")
+    rejects(check_mae_forward, lambda m, i, n: (lambda out: (out[0].detach(), *out[1:]))(official_forward(m, i, n)),
+            "requires_grad=False")
+
+
+def test_scaled_lr_names_integer_division():
+    """blr * (b * a // 256) is right on every multiple of 256 and broke 06's next cell: now a named mistake."""
+    rejects(check_scaled_lr, lambda blr, b, a: blr * (b * a // 256), "integer division", "batch_size=100")
+
+
 @pytest.mark.parametrize("fn, phrases", [
     (lambda t: (t - t.mean(-1, keepdim=True)) / (t.var(-1, unbiased=False, keepdim=True) + 1e-6) ** 0.5,
      ["biased variance", "unbiased"]),
@@ -380,6 +395,8 @@ def _epoch_variant(change):
             else:
                 noise = model.mask_noise(imgs.shape[0], generator=torch.Generator().manual_seed(seed + (change != "seed_noise")))
             losses.append(train_step(model, optimizer, schedule, imgs, noise))
+        if change == "extra_schedule_step":
+            schedule.step()  # once more per epoch: the losses of epoch 1 are right, its last lr is not
         return losses[::-1] if change == "reversed" else losses
     return fn
 
@@ -390,6 +407,7 @@ def _epoch_variant(change):
     ("global_noise", ["global random state"]),
     ("one_short", ["expected 5 calls", "got 4"]),
     ("reversed", ["in order"]),
+    ("extra_schedule_step", ["after epoch 1", "the schedule is stepped outside train_step"]),
 ])
 def test_train_one_epoch_rejects_mistakes(change, phrases):
     rejects(check_train_one_epoch, _epoch_variant(change), *phrases)

@@ -50,6 +50,33 @@ class NotAttempted(ExerciseError):
 RESULTS: dict[str, str] = {}
 # True while a checker runs on the notebook's hidden reference solution (``reference=True``).
 _CHECKING_REFERENCE = contextvars.ContextVar("checking_reference", default=False)
+# The notes of the running check (an answer converted safely), printed once each after its verdict.
+_NOTES: contextvars.ContextVar[list[str] | None] = contextvars.ContextVar("notes", default=None)
+
+
+def note(text: str) -> None:
+    """Record a note for the learner (printed once, after the verdict): something converted safely."""
+    notes = _NOTES.get()
+    if notes is not None and text not in notes:
+        notes.append(text)
+
+
+def as_int(value: Any, where: str, hint: str = "") -> int:
+    """A whole-number answer: a Python ``int`` as it is; an int-like numpy or torch scalar converted, with a
+    note; anything else (a float, a bool, a tensor of several values) raises naming what came back."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    dtype = getattr(value, "dtype", None)
+    integer = (isinstance(value, torch.Tensor) and value.numel() == 1 and not value.dtype.is_floating_point
+               and value.dtype not in (torch.bool, torch.complex64, torch.complex128)) or \
+              (type(value).__module__ == "numpy" and getattr(dtype, "kind", "") in "iu" and getattr(value, "ndim", 1) == 0)
+    if integer:
+        converted = int(value.item())
+        note(f"Note: {where} returned a {type(value).__module__}.{type(value).__name__}; it is used as the int "
+             f"{converted} (int(...) or .item() makes it a plain Python int).")
+        return converted
+    raise ExerciseError(f"{where}: expected a whole number (int), got {type(value).__name__} {value!r}"
+                        + (f": {hint}" if hint else ""))
 
 
 def passed(name: str, detail: str = "") -> bool:
@@ -228,7 +255,7 @@ def checker(name: str) -> Callable[[F], F]:
                 RESULTS[name] = "not attempted"
                 print(not_attempted_message(name))
                 return False
-            token = _CHECKING_REFERENCE.set(reference)
+            token, notes = _CHECKING_REFERENCE.set(reference), _NOTES.set([])
             try:
                 ok = check(fn, *args, **kwargs) is True
             except NotAttempted:
@@ -243,7 +270,10 @@ def checker(name: str) -> Callable[[F], F]:
                 _report_failure(name, error)
                 return False
             finally:
+                for text in _NOTES.get() or []:
+                    print(text)
                 _CHECKING_REFERENCE.reset(token)
+                _NOTES.reset(notes)
             if reference:
                 return None
             RESULTS[name] = "passed" if ok else "not correct"

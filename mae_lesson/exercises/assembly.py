@@ -131,7 +131,7 @@ def check_mae_forward(fn: Callable[[MAE, torch.Tensor, torch.Tensor], tuple]) ->
             setattr(blocked, name, _switched_off(name))
         where = (f"my_mae_forward(model with in_chans={cfg.in_chans}, mask_ratio={cfg.mask_ratio}, "
                  f"norm_pix_loss={cfg.norm_pix_loss}; imgs {list(imgs.shape)}, noise {list(noise.shape)})")
-        got = call_learner(fn, "my_mae_forward", blocked, imgs.clone(), noise.clone(), no_grad=True)
+        got = call_learner(fn, "my_mae_forward", blocked, imgs.clone(), noise.clone())
         if isinstance(got, dict):
             raise ExerciseError(f"{where}: expected a tuple (loss, pred, mask), got a dict with keys {sorted(got)}: "
                                 f"return loss, pred, mask")
@@ -143,6 +143,11 @@ def check_mae_forward(fn: Callable[[MAE, torch.Tensor, torch.Tensor], tuple]) ->
         if not (isinstance(loss, torch.Tensor) and loss.dim() == 0):
             raise ExerciseError(f"{where}: expected (loss [], pred {list(expected['pred'].shape)}, mask "
                                 f"{list(expected['mask'].shape)}) in that order, got {shapes}")
+        if not loss.requires_grad:
+            raise ExerciseError(
+                f"{where}: expected a loss that requires grad (the model's weights do), got one with "
+                f"requires_grad=False: the forward pass runs under torch.no_grad() or the loss is detached; "
+                f"notebook 05 trains with loss.backward(), so build the loss with gradients on")
         if not same(mask, expected["mask"], atol=0, rtol=0):
             removed = int(expected["mask"][0].sum())
             got_removed = int(mask[0].sum()) if isinstance(mask, torch.Tensor) and mask.dim() == 2 else None

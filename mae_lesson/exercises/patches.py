@@ -94,6 +94,11 @@ def check_sincos_2d(fn: Callable[[int, int], torch.Tensor]) -> bool:
         expect_shape(f"sincos_2d({dim}, {grid})", got, expected.shape,
                      hint="one row per patch (grid_size**2 rows), embed_dim columns")
         if same(got, expected):
+            if got.dtype != torch.float32:  # right values, but 01's proof cells compare with the float32 buffer
+                raise ExerciseError(
+                    f"sincos_2d({dim}, {grid}): expected dtype torch.float32, got {got.dtype}: end with .float() "
+                    f"(sincos_1d computes in float64; the model's weights are float32, and the cells below add the "
+                    f"table to float32 patch embeddings and compare it with the model's buffer)")
             continue
         rows, cols = torch.meshgrid(torch.arange(grid), torch.arange(grid), indexing="ij")
         half = dim // 2

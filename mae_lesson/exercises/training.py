@@ -40,7 +40,9 @@ def _close(a: float, b: float) -> bool:
 @checker("scaled_lr")
 def check_scaled_lr(fn: Callable[[float, int, int], float]) -> bool:
     """Check ``fn(blr, batch_size, accum_iter)`` -> ``blr * batch_size * accum_iter / 256``."""
-    cases = ((1.5e-4, 4096, 1), (1.5e-4, 256, 1), (1e-3, 128, 2), (1.5e-4, 64, 4), (5e-4, 1024, 1))
+    # 100 * 3 and 200 are not multiples of 256: integer division shows there and nowhere else
+    cases = ((1.5e-4, 4096, 1), (1.5e-4, 256, 1), (1e-3, 128, 2), (1.5e-4, 64, 4), (5e-4, 1024, 1),
+             (1e-3, 100, 3), (1.5e-4, 200, 1))
     for blr, batch, accum in cases:
         where = f"scaled_lr(blr={blr:g}, batch_size={batch}, accum_iter={accum})"
         got = _number(call_learner(fn, "scaled_lr", blr, batch, accum), where)
@@ -48,6 +50,8 @@ def check_scaled_lr(fn: Callable[[float, int, int], float]) -> bool:
         if _close(got, expected):
             continue
         mistakes = [
+            (blr * (batch * accum // 256), "integer division '//' rounds the batch ratio down (to 0 below 256 "
+                                           "images): use '/', blr * batch_size * accum_iter / 256"),
             (blr, "blr unchanged: the lr must be scaled by the effective batch / 256 (the linear scaling rule)"),
             (blr * batch * accum, "no division by 256: blr is the lr of a batch of 256 images"),
             (scaled_lr(blr, batch), "accum_iter ignored: gradient accumulation makes the effective batch "
@@ -115,13 +119,13 @@ def check_lr_schedule(fn: Callable[[int, float, int, int, float], float]) -> boo
 
 
 # ------------------------------------------------------------------------------ train step
-def _tiny_setup(seed: int = 0) -> tuple[MAE, torch.optim.Optimizer, WarmupCosine]:
+def _tiny_setup(seed: int = 0, total_steps: int = 6) -> tuple[MAE, torch.optim.Optimizer, WarmupCosine]:
     """A small seeded model with the engine's optimiser (AdamW, betas 0.9/0.95, decay groups) and schedule."""
     torch.manual_seed(seed)
     model = MAE(Config(img_size=16, patch_size=4, in_chans=1, embed_dim=16, encoder_depth=1, encoder_num_heads=2,
                        decoder_embed_dim=16, decoder_depth=1, decoder_num_heads=2, mask_ratio=0.75))
     optimizer = torch.optim.AdamW(param_groups(model, 0.05), lr=1e-2, betas=(0.9, 0.95))
-    return model, optimizer, WarmupCosine(optimizer, 1e-2, total_steps=6, warmup_steps=2)
+    return model, optimizer, WarmupCosine(optimizer, 1e-2, total_steps=total_steps, warmup_steps=2)
 
 
 def reference_train_step(model: MAE, optimizer: torch.optim.Optimizer, schedule: WarmupCosine,
@@ -256,21 +260,44 @@ def _epoch_data() -> ImageData:
     return ImageData(images, torch.zeros(40, dtype=torch.long), ("x",), (0.5,), (0.25,))
 
 
+EPOCHS = (1, 2)  # two epochs in a row: a schedule stepped once more per epoch shows after the first
+
+
 @checker("train_one_epoch")
 def check_train_one_epoch(fn: Callable[[MAE, torch.optim.Optimizer, WarmupCosine, BatchLoader, int, Callable], list]) -> bool:
-    """Check ``fn(model, optimizer, schedule, loader, epoch, train_step) -> losses`` on epoch 1 of a 5-batch loader."""
-    data, epoch = _epoch_data(), 1
-    runs = {}
+    """Check ``fn(model, optimizer, schedule, loader, epoch, train_step) -> losses`` on epochs 1 then 2 of a
+    5-batch loader, with the same model, optimiser and schedule: batches, noise, losses and the learning rate
+    after each epoch."""
+    data = _epoch_data()
+    runs: dict[str, list[tuple[Any, list, float]]] = {}
+    models = {}
     for who, f in (("reference", reference_train_one_epoch), ("mine", fn)):
-        model, optimizer, schedule = _tiny_setup()
+        model, optimizer, schedule = _tiny_setup(total_steps=12)
         loader = BatchLoader(data, batch_size=8, img_size=16, train=True, seed=3)
-        recorder = _Recorder()
         name = "my_train_one_epoch" if who == "mine" else who
-        out = call_learner(f, name, model, optimizer, schedule, loader, epoch, recorder)
-        runs[who] = (out, recorder.calls, model)
-    want, want_calls, ref_model = runs["reference"]
-    got, calls, _ = runs["mine"]
-    where = f"my_train_one_epoch(model, optimizer, schedule, loader with {len(want_calls)} batches of 8, epoch={epoch}, train_step)"
+        runs[who] = []
+        for epoch in EPOCHS:
+            recorder = _Recorder()
+            out = call_learner(f, name, model, optimizer, schedule, loader, epoch, recorder)
+            runs[who].append((out, recorder.calls, optimizer.param_groups[0]["lr"]))
+        models[who] = model
+    for (want, want_calls, want_lr), (got, calls, lr), epoch in zip(runs["reference"], runs["mine"], EPOCHS):
+        where = (f"my_train_one_epoch(model, optimizer, schedule, loader with {len(want_calls)} batches of 8, "
+                 f"epoch={epoch}, train_step)" + (f", after epoch {EPOCHS[0]}" if epoch != EPOCHS[0] else ""))
+        _compare_epoch(where, epoch, data, got, calls, want, want_calls, models["reference"])
+        if not _close(lr, want_lr):
+            raise ExerciseError(
+                f"{where}: expected the learning rate {want_lr:.6g} after epoch {epoch} (one schedule.step() per "
+                f"batch, inside train_step), got {lr:.6g}: the schedule is stepped outside train_step too (for "
+                f"example once per epoch), so every later epoch runs at the wrong learning rate; leave the "
+                f"stepping to train_step")
+    return passed("train_one_epoch", "set_epoch, every batch in order, mask noise from seed + 1, one train_step "
+                                     "each, over two epochs in a row")
+
+
+def _compare_epoch(where: str, epoch: int, data: ImageData, got: Any, calls: list, want: list, want_calls: list,
+                   ref_model: MAE) -> None:
+    """Raise naming the first difference between one epoch of the learner's loop and the reference's."""
     if len(calls) != len(want_calls):
         raise ExerciseError(f"{where}: expected {len(want_calls)} calls of train_step (one per batch, "
                             f"range(len(loader))), got {len(calls)}")
@@ -303,4 +330,3 @@ def check_train_one_epoch(fn: Callable[[MAE, torch.optim.Optimizer, WarmupCosine
     if any(not isinstance(a, (int, float)) or not math.isclose(a, b, rel_tol=1e-6) for a, b in zip(got, want)):
         raise ExerciseError(f"{where}: expected the losses {[round(x, 5) for x in want]} (what train_step returned, in "
                             f"order), got {got}")
-    return passed("train_one_epoch", "set_epoch, every batch in order, mask noise from seed + 1, one train_step each")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Callable
 
 from ..masking import num_kept
-from ._feedback import ExerciseError, call_learner, checker, passed
+from ._feedback import ExerciseError, as_int, call_learner, checker, passed
 
 
 @checker("encoder_tokens")
@@ -19,10 +19,8 @@ def check_encoder_tokens(fn: Callable[[int, int, float], int]) -> bool:
         keep = num_kept(length, ratio)
         expected = 1 + keep
         where = f"encoder_tokens({img_size}, {patch_size}, {ratio})"
-        got = call_learner(fn, "encoder_tokens", img_size, patch_size, ratio)
-        if isinstance(got, bool) or not isinstance(got, int):
-            raise ExerciseError(f"{where}: expected a whole number (int) of tokens, got {type(got).__name__} {got!r}: "
-                                f"int(L * (1 - mask_ratio)) rounds down")
+        got = as_int(call_learner(fn, "encoder_tokens", img_size, patch_size, ratio), where,
+                     hint="int(L * (1 - mask_ratio)) rounds down")
         if got == expected:
             continue
         mistakes = {
