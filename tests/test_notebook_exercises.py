@@ -277,3 +277,41 @@ def test_a_broken_exercise_fails(name, capsys):
     BROKEN[name](cells)
     with pytest.raises(AssertionError):
         check_notebook(cells, "example")
+
+
+# ------------------------------------------------------------------------- outputs say what ran
+SHOWN = re.compile(r"print\(|set_title\(|suptitle\(|label=|set_[xy]label\(|\.text\(")
+
+
+def said_as_yours(cells: list[dict]) -> list[str]:
+    """Lines outside the exercises that print or title a result as the learner's ("your ...") without asking
+    ``whose(...)`` which function ran: they would say "your" for the reference too."""
+    found = []
+    for cell in cells:
+        if cell["cell_type"] != "code" or role(cell) is not None:
+            continue
+        for line in source(cell).splitlines():
+            if SHOWN.search(line) and re.search(r"\byours?\b", line, re.I) and "whose(" not in line:
+                found.append(line.strip())
+    return found
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
+def test_outputs_say_what_ran(path: Path) -> None:
+    assert said_as_yours(json.loads(path.read_text())["cells"]) == []
+
+
+def test_a_title_that_says_your_for_the_reference_is_found():
+    cells = [_cell("code", 'ax.set_title("your training loop")'), _cell("code", 'print(f"{whose(\'x\', \'loop\')}")'),
+             _cell("code", "# your code here\nx = 1")]
+    assert said_as_yours(cells) == ['ax.set_title("your training loop")']
+
+
+def test_whose_names_what_ran(capsys):
+    from mae_lesson.exercises import use, whose
+    use("w_loop", print, print, False)
+    use("w_step", print, print, True)
+    assert whose("w_loop", "loop") == "the reference loop"
+    assert whose("w_step", "step") == "your step"
+    assert whose(["w_step", "w_loop"], "training loop") == "your training loop (with the reference w_loop)"
+    assert whose("never_used", "loop") == "the reference loop"

@@ -12,6 +12,7 @@ the notebook runs on with the reference). Example::
 """
 
 from ._feedback import (
+                        CHOSEN,
                         RESULTS,
                         ExerciseError,
                         NotAttempted,
@@ -25,7 +26,8 @@ from ._feedback import (
                         passed,
                         same,
                         use,
+                        whose,
 )
 
-__all__ = ["RESULTS", "ExerciseError", "NotAttempted", "call_learner", "checker", "diagnose", "expect_close", "expect_equal",
-           "expect_shape", "is_stub", "passed", "same", "use"]
+__all__ = ["CHOSEN", "RESULTS", "ExerciseError", "NotAttempted", "call_learner", "checker", "diagnose", "expect_close", "expect_equal",
+           "expect_shape", "is_stub", "passed", "same", "use", "whose"]

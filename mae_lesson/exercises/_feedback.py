@@ -282,14 +282,32 @@ def checker(name: str) -> Callable[[F], F]:
     return wrap
 
 
+# Which function each use cell picked: True for the learner's, False for the reference.
+CHOSEN: dict[str, bool] = {}
+
+
 def use(name: str, mine: Callable, reference: Callable, ok: bool) -> Callable:
     """The function later cells call: the learner's when it passed its checker, else the reference."""
+    CHOSEN[name] = ok is True
     if ok is True:
         print(f"Using your my_{name} from here on.")
         return mine
     print(f"Using the reference solution from here on (your my_{name} has not passed the checker yet; "
           f"when it does, re-run this cell).")
     return reference
+
+
+def whose(names: str | Sequence[str], noun: str) -> str:
+    """Say what ran, for a label, title or printed sentence: ``"your <noun>"`` when every named exercise's
+    use cell picked the learner's function, ``"the reference <noun>"`` when none did, and which pieces are
+    the reference's otherwise. Example: ``whose(["train_one_epoch", "train_step"], "training loop")``."""
+    names = [names] if isinstance(names, str) else list(names)
+    reference = [n for n in names if not CHOSEN.get(n)]
+    if not reference:
+        return f"your {noun}"
+    if len(reference) == len(names):
+        return f"the reference {noun}"
+    return f"your {noun} (with the reference {', '.join(reference)})"
 
 
 def same(value: Any, other: torch.Tensor, atol: float = 1e-5, rtol: float = 1e-5) -> bool:
