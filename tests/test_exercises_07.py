@@ -304,3 +304,9 @@ def test_finetune_steps_rejects_mistakes(change, phrases):
 
 def test_finetune_steps_rejects_wrong_return():
     rejects(check_finetune_steps, lambda *args: loop_ok(*args)[:-1], "list of")
+
+
+def test_finetune_steps_checks_the_returned_losses():
+    """Right weights but the losses nudged (found by the three-way notebook run): was 'Correct', now named."""
+    rejects(check_finetune_steps, lambda *args: [v + 0.5 for v in loop_ok(*args)], "the loss of each step",
+            "loss.item() of every step")

@@ -406,6 +406,12 @@ def _check_finetune_steps(fn: Callable[..., list[float]]) -> bool:
                             f"{type(losses).__name__}" + (f" of length {len(losses)}" if isinstance(losses, (list, tuple)) else ""))
     diff, name = _max_difference(model, expected)
     if diff <= LOOP_ATOL:
+        fresh, loader_r, optimizer_r, schedule_r, _ = finetune_setup(mae, train, args)
+        want = _loop_variant(fresh, loader_r, optimizer_r, schedule_r, total, args.label_smoothing, change="none")
+        if not all(math.isclose(a, b, rel_tol=1e-4, abs_tol=1e-6) for a, b in zip(losses, want)):
+            raise ExerciseError(f"{where}: expected the loss of each step {[round(v, 4) for v in want[:4]]}..., got "
+                                f"{[round(float(v), 4) for v in losses[:4]]}... (the weights are right): return "
+                                f"loss.item() of every step, in order")
         return passed("finetune_steps", f"after {total} steps every weight equals finetune()'s within {LOOP_ATOL:g}, "
                                         f"the float rounding of the two ways to write the smoothed loss")
     if _max_difference(model, start)[0] == 0.0:
