@@ -1,14 +1,14 @@
 """The student edition of the notebooks: no solution cells, and still runnable top to bottom.
 
-    python tools/student_edition.py                       # notebooks/ -> student/notebooks/
+    python tools/student_edition.py                       # notebooks/ -> build/student/notebooks/
     python tools/student_edition.py --out /tmp/room 00_welcome 02_masking
 
 Each ``exercise-solution`` cell (the hidden ``reference_<name>`` and its self-check) becomes one
 line that takes the reference from the package, ``reference_<name> = reference("<name>")``
 (``mae_lesson/exercises/references.py``), so ``use()`` still falls back to a working answer. Imports
-the solution cell made stay. Outputs and execution counts are cleared. The output folder sits one
-level below its parent like ``notebooks/`` does, so relative links such as ``../docs/faq.md``
-resolve when it is placed in the repository (the default, ``student/notebooks``).
+the solution cell made stay. Outputs and execution counts are cleared. Links such as
+``../docs/faq.md`` resolve once the files are a checkout's ``notebooks/`` (a student branch or fork:
+copy them over its ``notebooks/`` and commit).
 """
 
 from __future__ import annotations
@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python tools/student_edition.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("notebooks", nargs="*", help="only these notebooks (e.g. 00_welcome); default: all")
     parser.add_argument("--source", type=Path, default=ROOT / "notebooks", help="the instructor's notebooks")
-    parser.add_argument("--out", type=Path, default=ROOT / "student" / "notebooks", help="where to write (default: %(default)s)")
+    parser.add_argument("--out", type=Path, default=ROOT / "build" / "student" / "notebooks", help="where to write (default: %(default)s)")
     args = parser.parse_args(argv)
     if args.out.resolve() == args.source.resolve():
         parser.error("--out is the source folder: the student edition would overwrite the instructor's notebooks")
