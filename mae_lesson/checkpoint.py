@@ -138,3 +138,27 @@ def describe_mismatch(expected: Mapping[str, torch.Tensor], found: Mapping[str, 
         lines.append(f"shape mismatches ({len(shapes)}):")
         lines.extend(shapes[:limit])
     return "\n".join(lines)
+
+
+# The keys of an MAE that only pretraining uses: the official mae_pretrain_vit_*.pth leave them out.
+DECODER_PREFIXES = ("mask_token", "decoder_")
+
+
+def load_encoder_checkpoint(model: torch.nn.Module, path: str | Path) -> list[str]:
+    """Load an encoder-only checkpoint (the official ``mae_pretrain_vit_*.pth``, made for fine-tuning) into an MAE.
+
+    Every encoder weight must be in the file with this model's shape (else a ``ValueError`` lists what
+    differs); the decoder's weights the file lacks stay as they are, random in a fresh model.
+
+    Returns:
+        The decoder keys left unloaded: reconstructions mean nothing until that decoder is trained.
+    """
+    state = extract_state_dict(safe_load(path))
+    expected = model.state_dict()
+    encoder = {k: v for k, v in expected.items() if not k.startswith(DECODER_PREFIXES)}
+    present = {k: v for k, v in expected.items() if k in encoder or k in state}
+    problem = describe_mismatch(present, state)
+    if problem:
+        raise ValueError(f"Checkpoint {str(path)!r} does not hold this model's encoder:\n{problem}")
+    model.load_state_dict(state, strict=False)
+    return [k for k in expected if k not in state]
