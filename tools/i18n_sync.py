@@ -82,7 +82,7 @@ def counterparts(root: Path) -> dict[str, str]:
 
 REPO_URLS = ("https://colab.research.google.com/github/mae-lesson/mae-lesson/blob/main/",
              "https://github.com/mae-lesson/mae-lesson/blob/main/")
-_CODE = re.compile(r"(```.*?```|~~~.*?~~~|`[^`\n]*`)", re.S)  # never rewrite inside code
+CODE_SPANS = re.compile(r"(```.*?```|~~~.*?~~~|`[^`\n]*`)", re.S)  # never rewrite inside code
 _MD_TARGET = re.compile(r"(\]\(\s*)(<[^>\n]*>|[^)\s]+)")  # [text](target "title") and ![alt](target)
 _HTML_TARGET = re.compile(r"""(\b(?:src|href)\s*=\s*["'])([^"']+)""")
 _REF_TARGET = re.compile(r"^(\s{0,3}\[[^\]\n]+\]:\s*)(\S+)", re.M)
@@ -119,7 +119,7 @@ def rewrite_links(text: str, en_file: str, zh_file: str, mapping: dict[str, str]
     def fix(match: re.Match) -> str:
         return match.group(1) + rewrite_target(match.group(2), en_file, zh_file, mapping)
 
-    parts = _CODE.split(text)
+    parts = CODE_SPANS.split(text)
     for i in range(0, len(parts), 2):  # even parts are prose, odd parts are code
         for pattern in (_MD_TARGET, _HTML_TARGET, _REF_TARGET):
             parts[i] = pattern.sub(fix, parts[i])
