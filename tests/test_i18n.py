@@ -117,6 +117,12 @@ def test_orphaned_store_entry_fails_check(repo, capsys):
     assert rc == 1 and "entry 'gone' matches no English part" in out
 
 
+def test_zh_file_without_english_source_fails_check(repo, capsys):
+    shutil.copy(repo / "notebooks" / "zh" / f"{STEM}.ipynb", repo / "notebooks" / "zh" / "99_gone.ipynb")
+    rc, out = _check(repo, capsys)
+    assert rc == 1 and "notebooks/zh/99_gone.ipynb: no English source; delete it" in out
+
+
 def test_links_are_rewritten_for_the_zh_folder(tmp_path):
     mapping = {"notebooks/01_a.ipynb": "notebooks/zh/01_a.ipynb", "docs/faq.md": "docs/zh/faq.md"}
     text = ("[next](01_a.ipynb) [old](02_b.ipynb) [faq](../docs/faq.md#why) [arch](../docs/architecture.md) "

@@ -289,7 +289,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("names", nargs="*", help="limit to these notebooks/guides (stem or path); default all")
     parser.add_argument("--root", type=Path, default=ROOT, help="repository root (tests use a copy)")
     args = parser.parse_args(argv)
-    return run(args.root.resolve(), args.command, args.names)
+    try:
+        return run(args.root.resolve(), args.command, args.names)
+    except BrokenPipeError:  # `todo | head`: the reader has all it wanted
+        sys.stderr.close()
+        return 0
 
 
 if __name__ == "__main__":
