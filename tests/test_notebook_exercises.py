@@ -285,13 +285,13 @@ SHOWN = re.compile(r"print\(|set_title\(|suptitle\(|label=|set_[xy]label\(|\.tex
 
 def said_as_yours(cells: list[dict]) -> list[str]:
     """Lines outside the exercises that print or title a result as the learner's ("your ...") without asking
-    ``whose(...)`` which function ran: they would say "your" for the reference too."""
+    ``whose(...)`` (or an assembled forward's ``.whose``) which function ran: they would say "your" for the reference too."""
     found = []
     for cell in cells:
         if cell["cell_type"] != "code" or role(cell) is not None:
             continue
         for line in source(cell).splitlines():
-            if SHOWN.search(line) and re.search(r"\byours?\b", line, re.I) and "whose(" not in line:
+            if SHOWN.search(line) and re.search(r"\byours?\b", line, re.I) and "whose" not in line:
                 found.append(line.strip())
     return found
 

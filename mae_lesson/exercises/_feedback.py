@@ -23,6 +23,7 @@ import contextvars
 import functools
 import inspect
 import os
+import sys
 import sysconfig
 import textwrap
 import traceback
@@ -282,6 +283,22 @@ def checker(name: str) -> Callable[[F], F]:
     return wrap
 
 
+def _keep(name: str, fn: Callable) -> str | None:
+    """Save a passed function for later notebooks (:mod:`.carry`), in a notebook kernel or where
+    ``$MAE_LESSON_MY_MAE`` names the folder; plain scripts and tests leave no files behind."""
+    ipython = sys.modules.get("IPython")
+    in_kernel = ipython is not None and getattr(ipython.get_ipython(), "kernel", None) is not None  # Jupyter, Colab
+    if not (in_kernel or os.environ.get("MAE_LESSON_MY_MAE")):
+        return None
+    from .carry import save
+
+    try:
+        path = save(name, fn)
+    except OSError:
+        return None
+    return None if path is None else path.as_posix()
+
+
 # Which function each use cell picked: True for the learner's, False for the reference.
 CHOSEN: dict[str, bool] = {}
 
@@ -290,7 +307,8 @@ def use(name: str, mine: Callable, reference: Callable, ok: bool) -> Callable:
     """The function later cells call: the learner's when it passed its checker, else the reference."""
     CHOSEN[name] = ok is True
     if ok is True:
-        print(f"Using your my_{name} from here on.")
+        saved = _keep(name, mine)
+        print(f"Using your my_{name} from here on" + (f" (kept for later notebooks in {saved})." if saved else "."))
         return mine
     print(f"Using the reference solution from here on (your my_{name} has not passed the checker yet; "
           f"when it does, re-run this cell).")
