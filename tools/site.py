@@ -1,14 +1,15 @@
 """Build the course site, English and Chinese, from the committed notebooks (with their outputs) and docs.
 
     python -m tools.site            # stage into build/site_src/, then mkdocs build --strict into build/site/
-    python -m tools.site --serve    # the same, then serve build/site/ on http://127.0.0.1:8000/
+    python -m tools.site --serve    # the same, then serve build/site/ on http://127.0.0.1:8000/ (English: /en/)
 
 MkDocs reads one folder, so this stages two, ``build/site_src/en`` and ``build/site_src/zh``, with
 the pages at their repository paths (README.md is the home page): the English notebooks and
 guides and every file they link to, and in the Chinese folder each translated page built by
 tools.i18n_sync from the English source and its store (links left on the same paths), the English
 page where there is no translation. The two sites (mkdocs.yml, mkdocs.zh.yml) thus have the same
-page paths, and Material's language switch moves between them. MathJax comes
+page paths, at /en/ and /zh/ (the root page sends a visitor to /en/), and Material's language
+switch moves between them, staying on the page. MathJax comes
 from the jupyter-server-mathjax package, so the site works offline. Links inside notebooks, which
 MkDocs does not check, are checked here: a missing target fails the build as --strict does for
 markdown pages.
@@ -152,10 +153,15 @@ def main(argv: list[str] | None = None) -> int:
     if missing:
         print("broken links in notebooks:\n  " + "\n  ".join(missing))
         return 1
-    for config in ("mkdocs.yml", "mkdocs.zh.yml"):  # the Chinese site goes into build/site/zh/
+    if SITE.exists():
+        shutil.rmtree(SITE)
+    for config in ("mkdocs.yml", "mkdocs.zh.yml"):  # build/site/en/ and build/site/zh/
         built = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "-f", str(ROOT / config)], cwd=ROOT)
         if built.returncode:
             return built.returncode
+    (SITE / "index.html").write_text('<!doctype html><meta charset="utf-8"><meta http-equiv="refresh" '
+                                     'content="0; url=en/index.html"><a href="en/index.html">mae-lesson</a>\n',
+                                     encoding="utf-8")
     if not args.serve:
         return 0
     subprocess.run([sys.executable, "-m", "http.server", "8000", "--bind", "127.0.0.1", "--directory", str(SITE)])
