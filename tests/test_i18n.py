@@ -109,6 +109,24 @@ def test_edited_english_markdown_is_reported_stale(repo, capsys):
     assert text.startswith(i18n_sync.MARKER_STALE) and text.endswith("One more English sentence.\n")
 
 
+def test_badges_pointed_at_a_fork_follow_without_going_stale(repo, capsys):
+    upstream, fork = "mae-lesson/mae-lesson/blob/main", "someone/mae-lesson/blob/workshop-1"
+
+    def change(nb):
+        for cell in nb["cells"]:  # as mae_lesson.notebook --repo-url does: every badge and Colab link
+            cell["source"] = source_text(cell).replace(upstream, fork)
+
+    _edit(repo / "notebooks" / f"{STEM}.ipynb", change)
+    main(["build", "--root", str(repo)])
+    assert _check(repo, capsys) == (0, "i18n check: everything translated and in sync\n")
+    badge = next(source_text(c) for c in _zh(repo)["cells"] if fork in source_text(c))
+    assert f"github/{fork}/notebooks/zh/{STEM}.ipynb" in badge and upstream not in badge
+    _edit(repo / "notebooks" / f"{STEM}.ipynb",
+          lambda nb: nb["cells"][0].update(source=source_text(nb["cells"][0]) + "\nAnd a new sentence.\n"))
+    rc, out = _check(repo, capsys)  # a real edit beside the new links is still stale
+    assert rc == 1 and "stale translation" in out
+
+
 def test_orphaned_store_entry_fails_check(repo, capsys):
     _edit(repo / "i18n" / "zh" / "notebooks" / f"{STEM}.json",
           lambda store: store.update({"gone": {"en_sha256": "0" * 64, "zh": "旧"}}))

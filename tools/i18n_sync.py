@@ -80,8 +80,9 @@ def counterparts(root: Path) -> dict[str, str]:
 
 # ----------------------------------------------------------------------------- links
 
-REPO_URLS = ("https://colab.research.google.com/github/mae-lesson/mae-lesson/blob/main/",
-             "https://github.com/mae-lesson/mae-lesson/blob/main/")
+# "Open in Colab" and GitHub links to a file of this repository, a fork or a pinned tag:
+# group 1 is the site, group 2 "owner/repo/blob/ref" (rewritten by python -m mae_lesson.notebook --repo-url).
+REPO_URL = re.compile(r"(https://(?:colab\.research\.google\.com/github|github\.com)/)([\w.-]+/[\w.-]+/blob/[\w.-]+)/")
 CODE_SPANS = re.compile(r"(```.*?```|~~~.*?~~~|`[^`\n]*`)", re.S)  # never rewrite inside code
 _MD_TARGET = re.compile(r"(\]\(\s*)(<[^>\n]*>|[^)\s]+)")  # [text](target "title") and ![alt](target)
 _HTML_TARGET = re.compile(r"""(\b(?:src|href)\s*=\s*["'])([^"']+)""")
@@ -97,9 +98,9 @@ def rewrite_target(target: str, en_file: str, zh_file: str, mapping: dict[str, s
     """
     bracketed = target.startswith("<") and target.endswith(">")
     raw = target[1:-1] if bracketed else target
-    for prefix in REPO_URLS:  # "Open in Colab" / GitHub links to this repo open the Chinese file
-        if raw.startswith(prefix) and raw[len(prefix):] in mapping:
-            return target.replace(raw, prefix + mapping[raw[len(prefix):]])
+    repo = REPO_URL.match(raw)  # "Open in Colab" / GitHub links to this repository open the Chinese file
+    if repo and raw[repo.end():] in mapping:
+        return target.replace(raw, repo.group(0) + mapping[raw[repo.end():]])
     if not raw or raw.startswith(("#", "/")) or re.match(r"[A-Za-z][A-Za-z0-9+.-]*:", raw):
         return target
     cut = min((i for i in (raw.find("#"), raw.find("?")) if i >= 0), default=len(raw))
@@ -174,10 +175,32 @@ def translate(key: str, english: str, store: dict, report: Report) -> str:
         report.worklist.append((key, "missing", english))
         return MARKER_MISSING + english
     if entry["en_sha256"] != sha256(english):
+        followed = _follow_repo_url(english, entry)
+        if followed is not None:
+            return followed
         report.stale.append(key)
         report.worklist.append((key, "stale", english))
         return MARKER_STALE + english
     return entry["zh"]
+
+
+def _follow_repo_url(english: str, entry: dict) -> str | None:
+    """The translation with the English's repository links, if they are all that changed, else None.
+
+    Pointing the badges at a fork or a tag (python -m mae_lesson.notebook --repo-url URL --tag TAG)
+    rewrites "owner/repo/blob/ref" in the English; the translation still holds the old one. When
+    putting the old one back into the English gives the hash the translation was made from, the
+    translation is current and only its links follow.
+    """
+    now = {m.group(2) for m in REPO_URL.finditer(english)}
+    then = {m.group(2) for m in REPO_URL.finditer(entry["zh"])}
+    if len(now) != 1 or len(then) != 1 or now == then:
+        return None
+    (new,), (old,) = now, then
+    back = REPO_URL.sub(lambda m: m.group(1) + old + "/", english)
+    if sha256(back) != entry["en_sha256"]:
+        return None
+    return REPO_URL.sub(lambda m: m.group(1) + new + "/", entry["zh"])
 
 
 def split_segments(text: str) -> list[tuple[str, str]]:
