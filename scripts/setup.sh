@@ -18,6 +18,12 @@ if [ ! -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ] && comm
 fi
 requirements=requirements.txt
 [ "${1:-}" = "--dev" ] && requirements=requirements-dev.txt
+# The site's browser test needs a real Chromium (Debian's package); only the test set-up asks for it.
+if [ "${1:-}" = "--dev" ] && ! command -v chromium >/dev/null && command -v apt-get >/dev/null; then
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  $SUDO apt-get update -qq && $SUDO apt-get install -y -qq chromium >/dev/null \
+    || echo "apt could not install chromium; the site's browser test will be skipped"
+fi
 export PIP_ROOT_USER_ACTION=ignore
 # pip takes many seconds even when nothing is missing, so first ask the installed packages' metadata.
 if ! "$PY" - "$requirements" <<'PY'
