@@ -14,10 +14,11 @@ and copies the data into ``FOLDER/data/FashionMNIST/raw``. ``KIT/README.txt`` sa
 from __future__ import annotations
 
 import argparse
+import ast
+import re
 import shutil
 import subprocess
 import sys
-import tomllib
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -56,8 +57,15 @@ def install_commands(requirements: str, project: bool) -> list[str]:
 
 
 def build_requirements(pyproject: Path = ROOT / "pyproject.toml") -> list[str]:
-    """What ``pip install -e`` needs to build the project (``[build-system] requires``), e.g. setuptools."""
-    return tomllib.loads(pyproject.read_text(encoding="utf-8"))["build-system"]["requires"]
+    """What ``pip install -e`` needs to build the project (``[build-system] requires``), e.g. setuptools.
+
+    Read with a pattern rather than ``tomllib``, which Python 3.10 (the oldest the course supports) lacks.
+    """
+    text = pyproject.read_text(encoding="utf-8")
+    match = re.search(r"^\[build-system\][^\[]*?^requires\s*=\s*(\[.*?\])", text, re.M | re.S)
+    if match is None:
+        raise ValueError(f"{pyproject} has no [build-system] requires list")
+    return ast.literal_eval(match.group(1))
 
 
 def copy_data(target: Path, root: Path = DATA_DIR) -> list[str]:
