@@ -129,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
         commands = build_kit(args.out, args.requirements, args.pip_arg,
                              None if args.no_bundle else build_requirements(),
                              None if args.no_data else DATA_DIR, bundle=not args.no_bundle)
-    except (FileNotFoundError, subprocess.CalledProcessError) as err:
+    except (FileNotFoundError, ValueError, subprocess.CalledProcessError) as err:
         parser.error(str(err))
     print(f"kit in {args.out}: {len(list((args.out / 'wheels').iterdir()))} wheels; install on each machine with\n"
           f"  bash {args.out / 'install.sh'} [FOLDER]\nwhich runs\n  " + "\n  ".join(commands))
