@@ -85,8 +85,33 @@ def _listed(names: list[str], limit: int = 4) -> str:
     return ", ".join(names[:limit]) + (f" and {len(names) - limit} more" if len(names) > limit else "")
 
 
+def config_mismatch(config: Mapping[str, Any], weights: Mapping[str, torch.Tensor]) -> list[str]:
+    """How an MAE config disagrees with the shapes of its weights, one entry per disagreement.
+
+    Reads only the sizes the config implies (width, depth, patches, channels), never builds a model, so a
+    small file whose config claims a huge model costs nothing (constant time and memory). Keys the weights
+    lack are left to the full comparison.
+    """
+    from .config import Config  # config imports nothing of ours that imports this module
+
+    cfg = Config(config)
+    d, dd, p, c = cfg["embed_dim"], cfg["decoder_embed_dim"], cfg["patch_size"], cfg["in_chans"]
+    tokens = cfg.grid_size[0] * cfg.grid_size[1] + 1
+    expected = {"cls_token": (1, 1, d), "pos_embed": (1, tokens, d), "patch_embed.proj.weight": (d, c, p, p),
+                "blocks.0.mlp.fc1.weight": (int(d * cfg["mlp_ratio"]), d), "decoder_embed.weight": (dd, d),
+                "mask_token": (1, 1, dd), "decoder_pos_embed": (1, tokens, dd), "decoder_pred.weight": (p * p * c, dd),
+                "decoder_blocks.0.mlp.fc1.weight": (int(dd * cfg["mlp_ratio"]), dd)}
+    lines = [f"{key} is {list(weights[key].shape)} in the file, {list(shape)} by the config"
+             for key, shape in expected.items() if key in weights and tuple(weights[key].shape) != shape]
+    for prefix, depth in (("blocks.", "encoder_depth"), ("decoder_blocks.", "decoder_depth")):
+        found = len({key.split(".")[1] for key in weights if key.startswith(prefix)})
+        if found != cfg[depth]:
+            lines.append(f"{depth} is {cfg[depth]} by the config, {found} blocks in the file")
+    return lines
+
+
 def _check_weights(checkpoint: Any, path: Path) -> None:
-    """Refuse model weights that are not tensors or not finite, naming the file and the entries."""
+    """Refuse model weights that are not tensors or not finite, or that disagree with the file's config."""
     weights = next((checkpoint[key] for key in ("model", "model_state_dict", "state_dict")
                     if isinstance(checkpoint, Mapping) and isinstance(checkpoint.get(key), Mapping)), None)
     if weights is None:
@@ -99,6 +124,17 @@ def _check_weights(checkpoint: Any, path: Path) -> None:
     if bad:
         raise ValueError(f"Checkpoint {str(path)!r} holds non-finite weights ({bad}): it comes from a run that "
                          f"diverged; use an earlier checkpoint, or retrain with a lower learning rate")
+    if "config" in checkpoint and ("cls_token" in weights or "patch_embed.proj.weight" in weights):  # an MAE's
+        if not isinstance(checkpoint["config"], Mapping):
+            raise ValueError(f"Checkpoint {str(path)!r} is damaged: its 'config' is a {type(checkpoint['config']).__name__}, "
+                             f"not a mapping of config keys; use another checkpoint")
+        try:
+            problems = config_mismatch(checkpoint["config"], weights)
+        except ValueError as exc:
+            raise ValueError(f"Checkpoint {str(path)!r} has a config that is not valid: {exc}") from None
+        if problems:
+            raise ValueError(f"Checkpoint {str(path)!r} does not match its own config: {_listed(problems, 3)}; "
+                             f"use another checkpoint")
 
 
 def _looks_like_checkpoint(path: Path) -> bool:

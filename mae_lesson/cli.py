@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import types
 import typing
 from typing import Any, Iterable, Mapping
+
+import torch
 
 
 def arg_field(default: Any, help: str, **metadata: Any) -> Any:
@@ -51,7 +54,7 @@ def add_dataclass_flags(parser: argparse.ArgumentParser, cls: type, defaults: Ma
 
 
 def _type_name(kind: Any) -> str:
-    return {bool: "true or false", int: "a whole number", float: "a number", str: "a string",
+    return {bool: "true or false", int: "a whole number", float: "a finite number", str: "a string",
             dict: "a mapping"}.get(kind, getattr(kind, "__name__", str(kind)))
 
 
@@ -68,8 +71,8 @@ def check_field_types(obj: Any) -> None:
             continue
         kind = _flag_type(annotation)
         kind = typing.get_origin(kind) or kind
-        if kind is float:
-            ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if kind is float:  # inf or nan is never a usable rate, length or norm
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
         elif kind is int:
             ok = isinstance(value, int) and not isinstance(value, bool)
         elif isinstance(kind, type):
@@ -79,6 +82,26 @@ def check_field_types(obj: Any) -> None:
         if not ok:
             raise ValueError(f"{type(obj).__name__}.{f.name} (--{f.name.replace('_', '-')}) must be "
                              f"{_type_name(kind)}{' or None' if optional else ''}, got {value!r}")
+
+
+def check_device(name: str, flag: str = "--device") -> None:
+    """Refuse a device name torch does not know, or one this machine does not have, before anything is loaded."""
+    if name == "auto":
+        return
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise ValueError(f"{flag} {name!r} is not a device: use auto, cpu, cuda, cuda:N or mps") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"{flag} {name}: no CUDA GPU is available here (torch.cuda.is_available() is False); "
+                         f"use {flag} cpu, or auto to take the best device there is")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise ValueError(f"{flag} {name}: this machine has {torch.cuda.device_count()} CUDA GPU(s), numbered from 0")
+    mps = getattr(torch.backends, "mps", None)
+    if device.type == "mps" and not (mps is not None and mps.is_available()):
+        raise ValueError(f"{flag} mps: Apple's MPS backend is not available here; use {flag} cpu, or auto")
+    if device.type not in ("cpu", "cuda", "mps"):
+        raise ValueError(f"{flag} {name}: the course runs on cpu, cuda or mps")
 
 
 def dataclass_values(cls: type, namespace: argparse.Namespace) -> dict[str, Any]:

@@ -137,6 +137,9 @@ class Config(dict):
     """
 
     def __init__(self, values: Mapping[str, Any] | None = None, **overrides: Any) -> None:
+        if values is not None and not isinstance(values, Mapping):
+            raise ValueError(f"a config must be a mapping of config keys to values, got a {type(values).__name__} "
+                             f"({str(values)[:60]})")
         merged = dict(DEFAULTS)
         merged.update(dict(values or {}))
         merged.update(overrides)

@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import os
 import math
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 import numpy as np
 import torch
@@ -36,6 +37,8 @@ NORMALIZATION = {
 }
 # A prime larger than any epoch or step count: (seed, epoch, step) -> distinct batch seeds.
 SEED_STRIDE = 1_000_003
+# The largest run seed whose batch seeds (seed, epoch, step) and mask seeds (+ 1) fit a torch generator's 64 bits.
+MAX_SEED = (2**64 - 1) // SEED_STRIDE**2 - 1
 # Names of unreadable images listed in a warning or an error before "and N more".
 LIST_LIMIT = 10
 
@@ -78,14 +81,27 @@ class ImageData:
 
 
 # ----------------------------------------------------------------------------- Fashion-MNIST
+def check_seed(seed: int, flag: str = "--seed") -> None:
+    """Refuse a seed the batch and mask seeds derived from it would not fit (0 to :data:`MAX_SEED`)."""
+    if not 0 <= seed <= MAX_SEED:
+        raise ValueError(f"{flag} must be between 0 and {MAX_SEED:,} (each batch's seed is derived from it and "
+                         f"must fit 64 bits), got {seed}")
+
+
 def read_idx(path: Path) -> np.ndarray:
-    """Read an idx file (MNIST's format), gzipped or not."""
+    """Read an idx file (MNIST's format), gzipped or not; a damaged file is refused, naming it."""
     opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as handle:
-        raw = handle.read()
-    ndim = raw[3]
-    shape = tuple(int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
-    return np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape)
+    try:
+        with opener(path, "rb") as handle:
+            raw = handle.read()
+        ndim = raw[3]
+        shape = tuple(int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
+        if raw[:3] != b"\0\0\x08" or ndim not in (1, 3):
+            raise ValueError("its header is not an idx file's of bytes")
+        return np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape)
+    except (OSError, EOFError, IndexError, ValueError, gzip.BadGzipFile) as exc:
+        raise RunError(f"{path} is damaged ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else 'cut short'}"
+                       f"): delete it and copy or download Fashion-MNIST again") from None
 
 
 def _idx_pair(folder: Path, split: str) -> tuple[Path, Path] | None:
@@ -169,29 +185,28 @@ def load_image_folder(root: str | Path, img_size: int | tuple[int, int] = 32, in
     instead, listing them.
     """
     from PIL import Image
-    from torchvision.datasets import ImageFolder
 
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"Image folder {str(root)!r} does not exist; expected root/<class>/<image> files")
     if in_chans not in (1, 3):
         raise ValueError(f"an image folder loads as 1 (grey) or 3 (RGB) channels; the config asks for in_chans={in_chans}")
-    height, width = (img_size, img_size) if isinstance(img_size, int) else tuple(img_size)
-    ds = ImageFolder(str(root))
-    if len(ds) == 0:
+    height, width = size_hw(img_size)
+    classes, samples = image_files(root)
+    if not samples:
         raise FileNotFoundError(f"No images found under {str(root)!r}")
     mode = "L" if in_chans == 1 else "RGB"
     arrays, labels, bad = [], [], []
-    for path, label in ds.samples:
+    for path, label in samples:
         try:
             with Image.open(path) as img:
-                img = img.convert(mode).resize((width, height), Image.BILINEAR)
+                img = eight_bit(img).convert(mode).resize((width, height), Image.BILINEAR)
                 arrays.append(np.asarray(img, dtype=np.uint8).reshape(height, width, in_chans))
                 labels.append(label)
         except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
             bad.append((str(Path(path).relative_to(root)), str(exc).splitlines()[0][:60] or type(exc).__name__))
     if bad and (strict or not arrays):
-        raise RunError(f"{len(bad)} of {len(ds)} files in {root} are not readable images: {_listing(bad)}; "
+        raise RunError(f"{len(bad)} of {len(samples)} files in {root} are not readable images: {_listing(bad)}; "
                        f"remove or repair them" + ("" if strict else ", or point to another folder"))
     if bad:
         warnings.warn(f"skipped {len(bad)} unreadable file(s) in {root}: {_listing(bad)}", stacklevel=2)
@@ -199,7 +214,61 @@ def load_image_folder(root: str | Path, img_size: int | tuple[int, int] = 32, in
     pixels = images.float().div(255)
     mean = tuple(pixels.mean(dim=(0, 2, 3)).tolist())
     std = tuple(pixels.std(dim=(0, 2, 3)).clamp_min(1e-3).tolist())
-    return ImageData(images, torch.tensor(labels, dtype=torch.long), tuple(ds.classes), mean, std)
+    return ImageData(images, torch.tensor(labels, dtype=torch.long), tuple(classes), mean, std)
+
+
+def image_files(root: Path) -> tuple[list[str], list[tuple[str, int]]]:
+    """``(classes, [(path, class index), ...])`` of ``root/<class>/**/<image>``, in torchvision ImageFolder's order.
+
+    Links are followed, but into each folder only once and to each file only once: a link back up to
+    the root or into another class's folder, or to a folder already read, adds nothing, so the walk ends,
+    no image counts twice and each keeps its own class.
+    """
+    from torchvision.datasets.folder import IMG_EXTENSIONS
+
+    classes = sorted(entry.name for entry in os.scandir(root) if entry.is_dir())
+    if not classes:
+        raise FileNotFoundError(f"No class folders under {str(root)!r}; expected root/<class>/<image> files")
+    tops = [os.path.realpath(root / name) for name in classes]
+    seen_dirs, seen_files, samples = {os.path.realpath(root), *tops}, set(), []
+    for index, name in enumerate(classes):
+        walked = []
+        for folder, subfolders, files in os.walk(root / name, followlinks=True):
+            walked.append((folder, files))
+            keep = []
+            for sub in subfolders:  # read each folder once: not a loop, not another class's, not twice
+                real = os.path.realpath(os.path.join(folder, sub))
+                if real not in seen_dirs:
+                    seen_dirs.add(real)
+                    keep.append(sub)
+            subfolders[:] = keep
+        for folder, files in sorted(walked):
+            for file in sorted(files):
+                path = os.path.join(folder, file)
+                real = os.path.realpath(path)
+                if file.lower().endswith(IMG_EXTENSIONS) and real not in seen_files and os.path.isfile(path):
+                    seen_files.add(real)
+                    samples.append((path, index))
+    return classes, samples
+
+
+# 16-bit greys (PNG, TIFF): Pillow's convert() would clip them to 255 instead of scaling them.
+SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
+
+
+def eight_bit(img: Any) -> Any:
+    """A PIL image whose pixels ``convert()`` reads right: 8-bit modes as they are, 16-bit greys scaled
+    to 0-255; float pixels (no fixed range) and 32-bit integers beyond 16 bits are refused, naming the mode."""
+    from PIL import Image
+
+    if img.mode in SIXTEEN_BIT_MODES:
+        values = np.asarray(img).astype(np.float64)
+        if values.size and (values.min() < 0 or values.max() > 65535):
+            raise ValueError(f"{img.mode} pixels outside 0..65535: save it with 8 or 16 bits per channel")
+        return Image.fromarray(np.round(values / 257).astype(np.uint8), "L")
+    if img.mode == "F":
+        raise ValueError("32-bit float pixels have no fixed range: save it with 8 or 16 bits per channel")
+    return img
 
 
 def load_dataset(name: str, root: str | Path = "data", split: str = "train", download: bool = False,
@@ -235,8 +304,13 @@ def denormalize(images: torch.Tensor, mean: tuple[float, ...], std: tuple[float,
     return (images * s + m).clamp(0, 1)
 
 
+def size_hw(img_size: int | tuple[int, int] | list[int]) -> tuple[int, int]:
+    """``img_size`` as ``(height, width)``: a config may give one side or a pair."""
+    return (img_size, img_size) if isinstance(img_size, int) else (int(img_size[0]), int(img_size[1]))
+
+
 def random_resized_crop_flip(
-    images: torch.Tensor, out_size: int, generator: torch.Generator,
+    images: torch.Tensor, out_size: int | tuple[int, int], generator: torch.Generator,
     scale: tuple[float, float] = (0.2, 1.0), ratio: tuple[float, float] = (3 / 4, 4 / 3), flip: bool = True,
 ) -> torch.Tensor:
     """The paper's augmentation for a whole float batch ``[N, C, H, W]`` in one ``grid_sample``.
@@ -259,15 +333,15 @@ def random_resized_crop_flip(
     theta = torch.zeros(n, 2, 3)
     theta[:, 0, 0], theta[:, 0, 2] = w * sign, cx
     theta[:, 1, 1], theta[:, 1, 2] = h, cy
-    grid = F.affine_grid(theta.to(images), [n, images.shape[1], out_size, out_size], align_corners=False)
+    grid = F.affine_grid(theta.to(images), [n, images.shape[1], *size_hw(out_size)], align_corners=False)
     return F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
 
-def eval_transform(images: torch.Tensor, data: ImageData, img_size: int) -> torch.Tensor:
+def eval_transform(images: torch.Tensor, data: ImageData, img_size: int | tuple[int, int]) -> torch.Tensor:
     """uint8 batch -> normalised float at ``img_size`` (resized only when sizes differ)."""
     x = normalize(images, data.mean, data.std)
-    if x.shape[-1] != img_size or x.shape[-2] != img_size:
-        x = F.interpolate(x, size=(img_size, img_size), mode="bilinear", align_corners=False, antialias=True)
+    if tuple(x.shape[-2:]) != size_hw(img_size):
+        x = F.interpolate(x, size=size_hw(img_size), mode="bilinear", align_corners=False, antialias=True)
     return x
 
 
@@ -288,6 +362,7 @@ class BatchLoader:
                  crop_scale: tuple[float, float] = (0.2, 1.0)) -> None:
         if batch_size % world_size:
             raise ValueError(f"global batch {batch_size} must be divisible by the {world_size} processes")
+        check_seed(seed, "seed")
         self.data, self.batch_size, self.img_size, self.train = data, batch_size, img_size, train
         self.seed, self.rank, self.world_size = seed, rank, world_size
         self.drop_last = train if drop_last is None else drop_last

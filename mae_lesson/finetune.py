@@ -80,6 +80,13 @@ def finetune_setup(mae: MAE | None, train: ImageData, args: FinetuneArgs, config
     Seeded first, so the same ``args.seed`` gives the same weights and batches (notebook 07's
     hand-written loop starts from here too).
     """
+    wanted = mae.config if mae is not None else config
+    if wanted is not None and wanted.in_chans != train.images.shape[1]:
+        raise ValueError(f"the model takes {wanted.in_chans}-channel images but the training images have "
+                         f"{train.images.shape[1]}: fine-tune a model pretrained on this kind of images")
+    if args.batch_size > len(train):
+        raise ValueError(f"--batch-size {args.batch_size} is larger than the {len(train)} training images: lower "
+                         f"--batch-size (or use more images)")
     set_seed(args.seed)
     if mae is None:  # from scratch: layer decay only makes sense on top of pretrained layers
         model, decay = ViTClassifier(config, len(train.classes), args.drop_path), 1.0

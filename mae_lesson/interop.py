@@ -86,6 +86,9 @@ def from_hf(hf_model: Any) -> MAE:
     """Build an ``MAE`` with the weights of a Hugging Face ``ViTMAEForPreTraining``."""
     cfg = config_from_hf(hf_model.config)
     theirs = hf_model.state_dict()
+    if not any(key.startswith("decoder.") for key in theirs):
+        raise ValueError(f"{type(hf_model).__name__} has no decoder (an encoder-only ViTMAEModel?): from_hf needs "
+                         f"ViTMAEForPreTraining, e.g. ViTMAEForPreTraining.from_pretrained('facebook/vit-mae-base')")
     names = _layout_of(theirs)
     ours: dict[str, torch.Tensor] = {a: theirs[b] for a, b in _TOP_LEVEL.items()}
     for mine, hf in _blocks(cfg, names):
@@ -102,6 +105,9 @@ def to_hf(model: MAE) -> Any:
     from transformers import ViTMAEConfig, ViTMAEForPreTraining
 
     cfg = model.config
+    if cfg.mask_type != "random":
+        raise ValueError(f"Hugging Face ViTMAE masks patches only at random; this model's mask_type is "
+                         f"{cfg.mask_type!r}, which it would silently replace: convert a random-mask model")
     if cfg.grid_size[0] != cfg.grid_size[1]:
         raise ValueError(f"Hugging Face ViTMAE needs a square img_size; this model has img_size {cfg.img_size}")
     hidden = int(cfg.embed_dim * cfg.mlp_ratio)

@@ -35,9 +35,9 @@ from tqdm.auto import tqdm
 
 from .amp import AMP_CHOICES, autocast_for
 from .checkpoint import atomic_save, nonfinite_weights, safe_load
-from .cli import add_dataclass_flags, arg_field, check_field_types, check_recipe, dataclass_values
+from .cli import add_dataclass_flags, arg_field, check_device, check_field_types, check_recipe, dataclass_values
 from .config import Config, load_recipe
-from .data import BatchLoader, ImageData, eval_transform, load_dataset
+from .data import BatchLoader, ImageData, check_seed, eval_transform, load_dataset
 from .errors import EXIT_SIGINT, EXIT_SIGTERM, RunError, command_line_errors
 from .evaluate import evaluate_loss
 from .model import MAE
@@ -54,6 +54,8 @@ _RECIPE = load_recipe(DEFAULT_RECIPE)
 # Seeds of the fixed test images' masks, and of each batch's mask relative to its augmentation seed.
 FIGURE_MASK_SEED = 1234
 MASK_SEED_OFFSET = 1
+# Columns of a reconstruction figure: each is 1.2 inches wide, so more would draw a figure no one can read.
+MAX_FIGURE_IMAGES = 32
 
 
 @dataclass
@@ -120,6 +122,10 @@ class PretrainArgs:
         for name in ("min_lr", "warmup_epochs", "weight_decay"):
             if not getattr(self, name) >= 0:
                 raise ValueError(f"--{name.replace('_', '-')} must be 0 or more, got {getattr(self, name)}")
+        if self.num_figure_images > MAX_FIGURE_IMAGES:
+            raise ValueError(f"--num-figure-images must be at most {MAX_FIGURE_IMAGES} (one column of the figure "
+                             f"each), got {self.num_figure_images}")
+        check_seed(self.seed)
         if self.amp not in AMP_CHOICES:
             raise ValueError(f"--amp must be one of {', '.join(AMP_CHOICES)}, got {self.amp!r}")
         if not str(self.out).strip():
@@ -134,6 +140,7 @@ check_recipe(PretrainArgs, _RECIPE, DEFAULT_RECIPE)
 # ------------------------------------------------------------------------------ distributed
 def init_distributed(device: str) -> tuple[int, int, torch.device]:
     """Join the torchrun process group when launched by torchrun; returns (rank, world, device)."""
+    check_device(device)
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world == 1:
         return 0, 1, get_device(device)
@@ -363,13 +370,6 @@ def _build_run(args: PretrainArgs, model_class: type[MAE], rank: int, world: int
         run.step = run.saved_step = int(state["step"])
         run.epoch_loss_sum, run.epoch_loss_count = state.get("epoch_loss", (0.0, 0))
         run.pending_epoch = state.get("pending_epoch")
-        if rank == 0:
-            truncate_metrics(run.metrics_path, run.step)
-            _record_resume(run, changed)
-    elif rank == 0:
-        clear_run_files(out)  # empty unless overwrite (claim_folder refused it otherwise)
-        (out / "args.json").write_text(json.dumps(dataclasses.asdict(args), indent=2))
-        (out / "config.yaml").write_text("".join(f"{k}: {json.dumps(v)}\n" for k, v in cfg.to_dict().items()))
 
     if world > 1:
         run.train_model = torch.nn.parallel.DistributedDataParallel(
@@ -379,6 +379,14 @@ def _build_run(args: PretrainArgs, model_class: type[MAE], rank: int, world: int
     run.fig_imgs = eval_transform(test_data.images[: args.num_figure_images], test_data, cfg.img_size).to(device)
     run.fig_noise = model.mask_noise(run.fig_imgs.shape[0], device="cpu",
                                      generator=torch.Generator().manual_seed(FIGURE_MASK_SEED)).to(device)
+    # The folder changes only now, when everything above has passed (a failure before leaves it as it was).
+    if rank == 0 and state is not None:
+        truncate_metrics(run.metrics_path, run.step)
+        _record_resume(run, changed)
+    elif rank == 0:
+        clear_run_files(out)  # empty unless overwrite (claim_folder refused it otherwise)
+        (out / "args.json").write_text(json.dumps(dataclasses.asdict(args), indent=2))
+        (out / "config.yaml").write_text("".join(f"{k}: {json.dumps(v)}\n" for k, v in cfg.to_dict().items()))
     return run
 
 
@@ -625,12 +633,24 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
         if not sep or not key.strip():
             raise ValueError(f"--set {item!r} needs KEY=VALUE, e.g. --set mask_ratio=0.5")
         try:
-            overrides[key.strip()] = yaml.safe_load(value)
+            overrides[key.strip()] = _number_or_text(value, yaml.safe_load(value))
         except yaml.YAMLError as exc:
             problem = str(exc).splitlines()[0]
             raise ValueError(f"--set {item}: {value!r} is not a valid value ({problem}); write a number, "
                              f"true/false, a word or a list such as [28, 28]") from None
     return overrides
+
+
+def _number_or_text(raw: str, parsed: Any) -> Any:
+    """A number YAML 1.1 reads as text (``1e-1``: no dot) is the number; quoted text stays text."""
+    if isinstance(parsed, str) and parsed == raw.strip():
+        try:
+            number = float(parsed)
+        except ValueError:
+            return parsed
+        if math.isfinite(number):
+            return int(parsed) if parsed.lstrip("+-").isdigit() else number
+    return parsed
 
 
 def parse_args(argv: list[str] | None = None) -> PretrainArgs:
@@ -648,17 +668,29 @@ def parse_args(argv: list[str] | None = None) -> PretrainArgs:
     return args
 
 
+def _stopped_at_once(args: PretrainArgs | None) -> str:
+    """What a Ctrl-C that stopped at once (before training, or a second one) left: the checkpoint if there is one."""
+    ckpt = Path(args.out) / "checkpoint.pt" if args is not None else None
+    if ckpt is None or not ckpt.is_file():
+        return "stopped at once; no checkpoint was saved in this folder, so there is nothing to resume"
+    return (f"stopped at once, without saving; {ckpt} holds the run as of its last save. Continue with:\n"
+            f"  {resume_command(args)}")
+
+
 def main(argv: list[str] | None = None) -> None:
     """``python -m mae_lesson.pretrain``: expected failures exit with code 2 and one message, no traceback."""
+    args = None
     try:
         with command_line_errors():
-            out = pretrain(parse_args(argv))
+            args = parse_args(argv)
+            out = pretrain(args)
     except TrainingInterrupted as stop:
         if int(os.environ.get("RANK", "0")) == 0:
             print(str(stop), file=sys.stderr)
         raise SystemExit(stop.exit_code) from None
     except KeyboardInterrupt:
-        print("interrupted before training started; nothing was saved", file=sys.stderr)
+        if int(os.environ.get("RANK", "0")) == 0:
+            print(_stopped_at_once(args), file=sys.stderr)
         raise SystemExit(EXIT_SIGINT) from None
     finally:
         if dist.is_initialized():

@@ -15,10 +15,10 @@ from typing import Any
 import matplotlib.pyplot as plt
 import torch
 
-from .cli import add_dataclass_flags, check_recipe, dataclass_values
-from .config import load_recipe
+from .cli import add_dataclass_flags, check_device, check_recipe, dataclass_values
 from .checkpoint import nonfinite_weights
-from .data import ImageData, load_dataset
+from .config import load_recipe
+from .data import ImageData, check_seed, load_dataset
 from .errors import EXIT_SIGINT, command_line_errors
 from .evaluate import evaluate_loss, extract_features, knn_classify, linear_probe, pixel_features, summarize
 from .finetune import FinetuneArgs, finetune
@@ -193,6 +193,9 @@ def run_command_line(ns: argparse.Namespace) -> None:
     ft_args = FinetuneArgs(**dataclass_values(FinetuneArgs, ns))
     if ns.probe_epochs < 1:
         raise ValueError(f"--probe-epochs must be at least 1, got {ns.probe_epochs}")
+    check_device(ft_args.device)
+    for seed in ns.seeds:
+        check_seed(seed, "--seeds")
     if ns.mode == "table":
         print(results_table(ns.checkpoint, ns.out, ns.seeds, ft_args, ns.data_root, ns.probe_epochs, ns.overwrite))
         return

@@ -194,6 +194,8 @@ RESUME_FIXED = ("dataset", "train_images", "batch_size", "accum_iter", "schedule
                 "warmup_epochs", "weight_decay", "seed")
 # Config keys that do not change the weights (labels, data statistics, memory), so a resume may change them.
 RESUME_FREE_CONFIG = ("model_name", "grad_checkpointing", *METADATA_KEYS)
+# What a checkpoint.pt holds beyond the weights, that a resume needs.
+TRAINING_STATE = ("model", "optimizer", "scheduler", "rng", "step")
 # Arguments that say how to start, not what the run is.
 START_FLAGS = ("resume", "overwrite")
 
@@ -260,6 +262,11 @@ def check_resume(now: dict[str, Any], config: dict[str, Any], state: dict[str, A
         raise RunError(f"cannot resume {ckpt} (step {state.get('step')}): these settings differ from its run's\n"
                        + "\n".join(lines) + f"\nresume with the run's settings (in {ckpt.parent / 'args.json'}), "
                        f"or start a new run with another --out (or --overwrite)")
+    missing = [key for key in TRAINING_STATE if key not in state]
+    if missing:
+        raise RunError(f"{ckpt} is not a training checkpoint: it has no {', '.join(missing)} (a model.pt copied to "
+                       f"checkpoint.pt?). --resume needs the checkpoint.pt a run saved; start a new run with "
+                       f"--overwrite, or load these weights with MAE.from_checkpoint")
     return {name: [stored_args[name], value] for name, value in now.items()
             if name in stored_args and name not in START_FLAGS and stored_args[name] != value}
 
@@ -295,18 +302,26 @@ def truncate_metrics(path: Path, step: int) -> None:
     """
     if not path.is_file():
         return
-    lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    try:
+        lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    except UnicodeDecodeError:
+        raise RunError(f"{path} is not a text file of metrics rows: move it away (the resume then starts a new "
+                       f"log), then --resume again") from None
     rows = []
     for number, line in enumerate(lines, 1):
         try:
-            keep = json.loads(line)["step"] <= step
+            row = json.loads(line)
+            loss = {"train": "loss", "epoch": "test_loss"}[row["kind"]]
+            if not isinstance(row[loss], (int, float)) or not isinstance(row["step"], int):
+                raise TypeError(f"{loss} or step is not a number")
+            keep = row["step"] <= step
         except (ValueError, KeyError, TypeError):
             if number == len(lines):
                 print(f"warning: dropped the damaged last line of {path} (cut short when the run stopped): "
                       f"{line[:60]!r}", file=sys.stderr)
                 break
-            raise RunError(f"{path} line {number} is not a metrics row ({line[:60]!r}): delete or repair that "
-                           f"line, then --resume again") from None
+            raise RunError(f"{path} line {number} is not a metrics row with a step and a loss ({line[:60]!r}): "
+                           f"delete or repair that line, then --resume again") from None
         if keep:
             rows.append(line)
     path.write_text("".join(r + "\n" for r in rows), encoding="utf-8")

@@ -413,11 +413,11 @@ def test_a_small_checkpoint_asking_for_a_huge_model_costs_nothing(tmp_path, monk
     start = time.perf_counter()
     with pytest.raises(ValueError, match="does not match its own config"):
         MAE.from_checkpoint(path)
-    assert devices == ["meta"] and time.perf_counter() - start < 60
+    assert devices == [] and time.perf_counter() - start < 60  # refused from the shapes, nothing built
     (tmp_path / "mae_hostile.pt").write_bytes(path.read_bytes())
     with pytest.raises(ValueError, match="does not match its own config"):
         load_pretrained("mae_hostile", data_dir=tmp_path)
-    assert devices == ["meta", "meta"]
+    assert devices == []
 
 
 def test_from_checkpoint_still_builds_a_real_model(tiny_model, tmp_path):
