@@ -2,8 +2,9 @@
 
 Full fine-tuning follows the official ``main_finetune.py``: the pretrained encoder, average
 pool over patch tokens + ``fc_norm``, layer-wise lr decay, drop path, label smoothing, optional
-mixup, AdamW with warm-up and cosine. ``from_scratch=True`` trains the same ViT from random
-weights with the same budget, the comparison learners ask for.
+RandAugment, mixup and CutMix (:mod:`mae_lesson.augment`), AdamW with warm-up and cosine.
+``from_scratch=True`` trains the same ViT from random weights with the same budget, the
+comparison learners ask for.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from .augment import AUTO_AUGMENT_HELP, augment_batch, auto_augment, batch_mixer, soft_targets
 from .classifier import ViTClassifier, layer_decay_scales
 from .cli import arg_field, check_field_types, check_recipe
 from .config import Config, load_recipe
@@ -26,7 +28,6 @@ from .optim import WarmupCosine, adamw, param_groups, scaled_lr
 from .utils import get_device, model_device, set_seed
 
 DEFAULT_RECIPE = "finetune_short"
-MIXUP_SEED_OFFSET = 7  # mixup pairs draw from their own generator, apart from the batches
 _RECIPE = load_recipe(DEFAULT_RECIPE)
 
 
@@ -44,7 +45,12 @@ class FinetuneArgs:
     drop_path: float = arg_field(_RECIPE["drop_path"], "stochastic depth rate of the last block, a probability in [0, 1)")
     label_smoothing: float = arg_field(_RECIPE["label_smoothing"], "label smoothing of the cross-entropy, a "
                                        "fraction in [0, 1)")
-    mixup: float = arg_field(_RECIPE["mixup"], "alpha of Beta(alpha, alpha) mixup; 0 turns it off")
+    mixup: float = arg_field(_RECIPE["mixup"], "alpha of Beta(alpha, alpha) mixup (torchvision's MixUp); 0 "
+                             "turns it off")
+    cutmix: float = arg_field(0.0, "alpha of Beta(alpha, alpha) CutMix; 0 turns it off")
+    mix_switch_prob: float = arg_field(0.5, "with mixup and CutMix both on, the chance that a batch gets CutMix, "
+                                       "a probability in [0, 1]")
+    auto_augment: str = arg_field("none", AUTO_AUGMENT_HELP)
     warmup_epochs: float = arg_field(_RECIPE["warmup_epochs"], "linear warm-up length, in epochs")
     crop_scale: float = arg_field(_RECIPE["crop_scale"], "RandomResizedCrop's smallest area, a fraction of the "
                                   "image in (0, 1] (1 = no crops)")
@@ -64,10 +70,12 @@ class FinetuneArgs:
         ranges = {"blr": (lambda v: v > 0, "positive"), "weight_decay": (lambda v: v >= 0, "0 or more"),
                   "mixup": (lambda v: v >= 0, "0 or more"), "warmup_epochs": (lambda v: v >= 0, "0 or more"),
                   "layer_decay": (lambda v: 0 < v <= 1, "in (0, 1]"), "crop_scale": (lambda v: 0 < v <= 1, "in (0, 1]"),
-                  "drop_path": (lambda v: 0 <= v < 1, "in [0, 1)"), "label_smoothing": (lambda v: 0 <= v < 1, "in [0, 1)")}
+                  "drop_path": (lambda v: 0 <= v < 1, "in [0, 1)"), "label_smoothing": (lambda v: 0 <= v < 1, "in [0, 1)"),
+                  "cutmix": (lambda v: v >= 0, "0 or more"), "mix_switch_prob": (lambda v: 0 <= v <= 1, "in [0, 1]")}
         for name, (valid, text) in ranges.items():
             if not valid(getattr(self, name)):
                 raise ValueError(f"--{name.replace('_', '-')} must be {text}, got {getattr(self, name)}")
+        auto_augment(self.auto_augment)  # refuses a name it does not know
 
 
 check_recipe(FinetuneArgs, _RECIPE, DEFAULT_RECIPE)
@@ -116,19 +124,17 @@ def finetune(mae: MAE | None, train: ImageData, test: ImageData, args: FinetuneA
     model, loader, optimizer, schedule, total = finetune_setup(mae, train, args, config)
     config = mae.config if mae is not None else config
     model.to(device)
-    mix_gen = torch.Generator().manual_seed(args.seed + MIXUP_SEED_OFFSET)
+    augment, mixer = auto_augment(args.auto_augment), batch_mixer(args.mixup, args.cutmix, args.mix_switch_prob, classes)
     step, tick, eval_seconds, history = 0, time.perf_counter(), 0.0, []
     bar = tqdm(total=total, desc="fine-tune" if mae is not None else "from scratch", disable=not args.progress)
     model.train()
     while step < total:
         loader.set_epoch(step // len(loader))
-        imgs, labels, _ = loader.batch(step % len(loader))
+        imgs, labels, batch_seed = loader.batch(step % len(loader))
+        if augment is not None:  # per image on the CPU, after the loader's crop and flip (timm's order)
+            imgs = augment_batch(imgs, augment, train.mean, train.std, batch_seed)
         imgs, labels = imgs.to(device), labels.to(device)
-        target = F.one_hot(labels, classes).float() * (1 - args.label_smoothing) + args.label_smoothing / classes
-        if args.mixup > 0:
-            lam = float(torch.distributions.Beta(args.mixup, args.mixup).sample())
-            perm = torch.randperm(imgs.shape[0], generator=mix_gen).to(device)
-            imgs, target = lam * imgs + (1 - lam) * imgs[perm], lam * target + (1 - lam) * target[perm]
+        imgs, target = soft_targets(imgs, labels, classes, args.label_smoothing, mixer, batch_seed + 1)
         loss = torch.sum(-target * F.log_softmax(model(imgs), dim=1), dim=1).mean()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
