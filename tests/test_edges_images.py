@@ -72,3 +72,34 @@ def test_links_back_up_and_across_are_read_once(tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     loaded = json.loads(done.stdout)
     assert loaded == {"images": 8, "labels": [0, 0, 0, 0, 1, 1, 1, 1]}
+
+
+def in_mode(base: np.ndarray, mode: str) -> Image.Image:
+    """The grey ramp ``base`` as a PIL image of ``mode`` (16-bit modes hold it times 257)."""
+    if mode in ("I;16", "I;16B"):
+        return Image.frombytes(mode, base.shape[::-1], (base.astype(np.uint16) * 257).astype(
+            "<u2" if mode == "I;16" else ">u2").tobytes())
+    if mode == "I":
+        return Image.fromarray(base.astype(np.int32) * 257, "I")
+    return Image.fromarray(base).convert("RGB").convert(mode)
+
+
+@pytest.mark.parametrize("mode", ["L", "LA", "RGB", "RGBA", "RGBX", "CMYK", "YCbCr", "HSV", "I;16", "I;16B", "I"])
+def test_every_pixel_format_reads_as_the_same_picture(mode):
+    from mae_lesson.data import eight_bit
+
+    base = np.linspace(0, 255, 64).round().astype(np.uint8).reshape(8, 8)
+    img = in_mode(base, mode)
+    assert img.mode == mode
+    for target, expected in (("L", base), ("RGB", base[..., None])):
+        assert np.abs(np.asarray(eight_bit(img).convert(target)).astype(int) - expected).max() <= 1, (mode, target)
+
+
+@pytest.mark.parametrize("mode, phrase", [("F", "32-bit float pixels"), ("LAB", "LAB"), ("La", "La")])
+def test_pixel_formats_without_a_fixed_picture_are_refused_by_name(mode, phrase):
+    from mae_lesson.data import eight_bit
+
+    img = Image.fromarray(np.random.default_rng(0).random((8, 8)).astype(np.float32)) if mode == "F" else \
+        in_mode(np.zeros((8, 8), dtype=np.uint8), mode)
+    with pytest.raises(ValueError, match=phrase):
+        eight_bit(img).convert("L")  # as a grey model loads it
