@@ -168,7 +168,8 @@ def acquire_lock(folder: str | Path) -> FolderLock:
             print(f"taking over the lock of a run that stopped without releasing it (process "
                   f"{before.get('pid', '?')}, no longer running) in {folder}", file=sys.stderr)
     os.ftruncate(fd, 0)
-    os.pwrite(fd, json.dumps(holder).encode(), 0)
+    os.lseek(fd, 0, os.SEEK_SET)
+    os.write(fd, json.dumps(holder).encode())
     _HELD[key] = (fd, token)
     return FolderLock(lock, token)
 
