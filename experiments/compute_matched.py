@@ -11,9 +11,10 @@ images; a row already in the CSV is not redone (delete it to redo it), so the st
     python experiments/compute_matched.py --seeds 0 --search blr=1e-3,2e-3,4e-3   # tune both arms first
     python experiments/compute_matched.py --figures-only                   # figure, table, one sentence
 
-``--search KEY=V1,V2 ...`` trains every combination for both arms at each budget (seed
+``--search KEY=V1,V2 ...`` trains every combination for both arms at each budget given (seed
 ``--search-seed``) on the training images but the last ``--val-images``, scores them on those,
-and the final runs use each arm's best; its rows go to ``<csv stem>_search.csv``.
+and the final runs use each arm's best (a budget without a search takes the nearest searched
+budget's); its rows go to ``<csv stem>_search.csv``. ``--plan`` prints each budget, trains nothing.
 """
 
 from __future__ import annotations
@@ -156,9 +157,26 @@ def run_arm(arm: str, budget: dict[str, Any], settings: dict[str, Any], seed: in
 
 
 def best_settings(rows: list[dict[str, str]], budget: int, arm: str) -> dict[str, Any]:
-    """The search's best settings for (budget, arm) by validation accuracy; ``{}`` (the recipe) without a search."""
-    mine = [r for r in rows if r["budget"] == str(budget) and r["arm"] == arm]
-    return json.loads(max(mine, key=lambda r: float(r["accuracy"]))["settings"]) if mine else {}
+    """The arm's best settings by validation accuracy in the search of this budget, or else of the nearest
+    searched budget (a search at the small budget can serve both); ``{}`` (the recipe) without a search."""
+    mine = [r for r in rows if r["arm"] == arm]
+    if not mine:
+        return {}
+    nearest = min({int(r["budget"]) for r in mine}, key=lambda b: abs(b - budget))
+    best = max((r for r in mine if int(r["budget"]) == nearest), key=lambda r: float(r["accuracy"]))
+    return json.loads(best["settings"])
+
+
+def print_plan(ns: argparse.Namespace) -> None:
+    """Each budget's analytic FLOPs and both arms' steps, without training (``--plan``)."""
+    images = len(load_fashion_mnist(ns.data_root, "train").subset(ns.train_images))
+    for checkpoint in ns.checkpoints:
+        budget = plan(checkpoint, ns, images)
+        cost, batch = budget["cost"], {arm: arm_recipe(arm, ns)["batch_size"] for arm in ARMS}
+        print(f"{checkpoint}: pretraining {cost['epochs']} epochs, {cost['steps']} steps, {cost['seconds'] / 3600:.2f} h "
+              f"measured; budget {budget['flops'] / 1e15:.3f} PFLOP; fine-tune {budget['finetune']} steps "
+              f"({budget['finetune'] / (images // batch['finetune']):g} epochs); from scratch {budget['scratch']} steps "
+              f"({budget['scratch'] / (images // batch['scratch']):.1f} epochs)")
 
 
 def run_study(ns: argparse.Namespace) -> None:
@@ -243,7 +261,7 @@ def figures(csv_path: Path, png: Path) -> str:
             x, y, err = zip(*points)
             ax.errorbar(x, y, yerr=err, marker="o", capsize=4, label=label)
     ax.set_xlabel("training budget (analytic PFLOP, pretraining included)")
-    ax.set_ylabel("test accuracy (%)")
+    ax.set_ylabel("test accuracy (%), mean ± std over seeds")
     ax.set_title("Compute-matched: is MAE pretraining worth it?")
     ax.legend(fontsize=8)
     fig.tight_layout()
@@ -265,6 +283,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--csv", type=Path, default=HERE / "compute_matched.csv", help="(default: %(default)s)")
     parser.add_argument("--figure", type=Path, default=None, help="PNG (default: the CSV's name with .png)")
     parser.add_argument("--figures-only", action="store_true", help="draw the figure, print the table and the answer")
+    parser.add_argument("--plan", action="store_true", help="print each budget's FLOPs and both arms' steps, train nothing")
     parser.add_argument("--finetune-recipe", default="finetune_table", help="arm (a)'s recipe (default: %(default)s)")
     parser.add_argument("--finetune-epochs", type=int, default=None, help="replace arm (a)'s recipe epochs")
     parser.add_argument("--scratch-recipe", default="scratch_deit", help="arm (b)'s recipe; its epochs are "
@@ -283,6 +302,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> None:
     ns = build_parser().parse_args(argv)
+    if ns.plan:
+        print_plan(ns)
+        return
     if not ns.figures_only:
         run_study(ns)
     print(figures(ns.csv, ns.figure or ns.csv.with_suffix(".png")))

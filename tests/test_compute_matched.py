@@ -156,6 +156,9 @@ def test_runner_writes_rows_resumes_and_searches(tmp_path, capsys, monkeypatch):
     out = tmp_path / "study.csv"
     toy = ["--checkpoints", str(ckpt), "--csv", str(out), "--train-images", "64", "--test-images", "40",
            "--finetune-epochs", "1", "--batch-size", "8"]
+    cm.main(toy + ["--plan"])
+    assert not out.exists()
+    assert "pretraining 1 epochs, 2 steps" in capsys.readouterr().out
     cm.main(toy + ["--seeds", "0"])
     rows = cm.read_rows(out)
     assert [(r["arm"], r["seed"]) for r in rows] == [("finetune", "0"), ("scratch", "0")]
@@ -176,6 +179,16 @@ def test_runner_writes_rows_resumes_and_searches(tmp_path, capsys, monkeypatch):
     search = cm.read_rows(tmp_path / "study_search.csv")
     assert len(search) == 4 and {r["test_images"] for r in search} == {"16"} and len(ran) == 6
     assert all(json.loads(r["settings"])["blr"] in (1e-3, 4e-3) for r in cm.read_rows(out)[-2:])
+
+
+def test_best_settings_take_this_budgets_search_or_the_nearest():
+    rows = [{"budget": "50", "arm": "scratch", "accuracy": a, "settings": json.dumps({"blr": b})}
+            for a, b in ((0.90, 1e-3), (0.91, 2e-3), (0.89, 4e-3))]
+    rows.append({"budget": "150", "arm": "scratch", "accuracy": 0.95, "settings": json.dumps({"blr": 4e-3})})
+    assert cm.best_settings(rows, 50, "scratch") == {"blr": 2e-3}
+    assert cm.best_settings(rows, 60, "scratch") == {"blr": 2e-3}
+    assert cm.best_settings(rows, 150, "scratch") == {"blr": 4e-3}
+    assert cm.best_settings(rows, 50, "finetune") == {}
 
 
 def write_csv(path: Path, rows: list[dict]) -> None:
