@@ -33,6 +33,7 @@ import numpy as np
 
 from mae_lesson.config import Config, load_recipe
 from mae_lesson.data import ImageData, load_fashion_mnist
+from mae_lesson.errors import command_line_errors
 from mae_lesson.finetune import FinetuneArgs, finetune
 from mae_lesson.flops import forward_flops_by_part, train_step_flops
 from mae_lesson.model import MAE
@@ -150,7 +151,7 @@ def run_arm(arm: str, budget: dict[str, Any], settings: dict[str, Any], seed: in
     pretrain = budget["cost"]["seconds"] if arm == "finetune" else 0.0
     flops = (budget_flops(mae.config, budget["cost"]["steps"], budget["cost"]["batch_size"], steps, args.batch_size)
              if arm == "finetune" else steps * finetune_step_flops(mae.config, args.batch_size))
-    return {"budget": budget["cost"]["epochs"], "arm": arm, "seed": seed, "epochs": round(steps / (len(train) // args.batch_size), 2),
+    return {"budget": budget["cost"]["epochs"], "arm": arm, "seed": seed, "epochs": round(steps / per_epoch, 2),
             "steps": steps, "seconds": round(pretrain + result["seconds"], 1), "pretrain_seconds": round(pretrain, 1),
             "flops": flops, "accuracy": round(result["accuracy"], 4), "train_images": len(train),
             "test_images": len(test), "settings": json.dumps(settings, sort_keys=True)}
@@ -179,37 +180,43 @@ def print_plan(ns: argparse.Namespace) -> None:
               f"({budget['scratch'] / (images // batch['scratch']):.1f} epochs)")
 
 
+def split_off(data: ImageData, count: int) -> tuple[ImageData, ImageData]:
+    """``(all but the last count images, the last count)``: the search's training and validation images."""
+    if not 0 < count < len(data):
+        raise ValueError(f"--val-images must be between 1 and {len(data) - 1} (the training images), got {count}")
+    keep = len(data) - count
+    return tuple(ImageData(data.images[part], data.labels[part], data.classes, data.mean, data.std)
+                 for part in (slice(None, keep), slice(keep, None)))
+
+
+def run_once(path: Path, key: tuple[str, ...], arm: str, budget: dict[str, Any], settings: dict[str, Any], seed: int,
+             train: ImageData, test: ImageData, ns: argparse.Namespace, fraction: float = 1.0) -> None:
+    """Train one arm and append its row to ``path``, unless a row with the same ``key`` is there already."""
+    wanted = {"budget": budget["cost"]["epochs"], "arm": arm, "seed": seed, "train_images": len(train),
+              "test_images": len(test), "settings": json.dumps(settings, sort_keys=True)}
+    if key_of(wanted, key) in {key_of(r, key) for r in read_rows(path)}:
+        return
+    row = run_arm(arm, budget, settings, seed, train, test, ns, fraction)
+    append_row(path, row)
+    print(f"{path.name}: budget {row['budget']} {arm} seed {seed} {row['settings']}: accuracy {row['accuracy']} "
+          f"on {len(test)} images after {row['epochs']} epochs, {row['seconds']} s", flush=True)
+
+
 def run_study(ns: argparse.Namespace) -> None:
+    """Every missing row: first the search's (if ``--search``), then both arms for each seed, per budget."""
+    grid = parse_search(ns.search) if ns.search else []  # a typo is refused before any data is read
     full_train = load_fashion_mnist(ns.data_root, "train").subset(ns.train_images)
     test = load_fashion_mnist(ns.data_root, "test").subset(ns.test_images)
     search_csv = ns.csv.with_name(ns.csv.stem + "_search.csv")
-    grid = parse_search(ns.search) if ns.search else []
-    if grid and not 0 < ns.val_images < len(full_train):
-        raise ValueError(f"--val-images must be between 1 and {len(full_train) - 1} (the training images), got {ns.val_images}")
-    if grid:  # the held-out images are the last --val-images of the training set
-        split = len(full_train) - ns.val_images
-        search_train = ImageData(full_train.images[:split], full_train.labels[:split], full_train.classes,
-                                 full_train.mean, full_train.std)
-        val = ImageData(full_train.images[split:], full_train.labels[split:], full_train.classes, full_train.mean,
-                        full_train.std)
+    search_train, val = split_off(full_train, ns.val_images) if grid else (full_train, test)
     for checkpoint in ns.checkpoints:
         budget = plan(checkpoint, ns, len(full_train))
-        for arm, settings, seed in [(a, s, ns.search_seed) for s in grid for a in ARMS]:
-            row = {"budget": budget["cost"]["epochs"], "arm": arm, "seed": seed, "train_images": len(search_train),
-                   "test_images": len(val), "settings": json.dumps(settings, sort_keys=True)}
-            if key_of(row, KEY + ("settings",)) not in {key_of(r, KEY + ("settings",)) for r in read_rows(search_csv)}:
-                append_row(search_csv, run_arm(arm, budget, settings, seed, search_train, val, ns, ns.search_fraction))
-                print(f"search {checkpoint} {arm} {settings}: validation accuracy {read_rows(search_csv)[-1]['accuracy']}", flush=True)
+        for settings, arm in itertools.product(grid, ARMS):
+            run_once(search_csv, KEY + ("settings",), arm, budget, settings, ns.search_seed, search_train, val, ns,
+                     ns.search_fraction)
         for arm, seed in itertools.product(ARMS, ns.seeds):
-            row = {"budget": budget["cost"]["epochs"], "arm": arm, "seed": seed, "train_images": len(full_train),
-                   "test_images": len(test)}
-            if key_of(row) in {key_of(r) for r in read_rows(ns.csv)}:
-                continue
-            settings = best_settings(read_rows(search_csv), row["budget"], arm)
-            append_row(ns.csv, run_arm(arm, budget, settings, seed, full_train, test, ns))
-            done = read_rows(ns.csv)[-1]
-            print(f"{checkpoint} {arm} seed {seed}: test accuracy {done['accuracy']} after {done['epochs']} epochs, "
-                  f"{done['seconds']} s", flush=True)
+            settings = best_settings(read_rows(search_csv), budget["cost"]["epochs"], arm)
+            run_once(ns.csv, KEY, arm, budget, settings, seed, full_train, test, ns)
 
 
 def summary(rows: list[dict[str, str]]) -> dict[tuple[int, str], dict[str, float]]:
@@ -221,7 +228,8 @@ def summary(rows: list[dict[str, str]]) -> dict[tuple[int, str], dict[str, float
     for key, group in sorted(groups.items()):
         acc = np.array([float(r["accuracy"]) for r in group]) * 100
         out[key] = {"mean": acc.mean(), "std": acc.std(ddof=1) if len(acc) > 1 else 0.0, "n": len(acc),
-                    "flops": np.mean([float(r["flops"]) for r in group]), "hours": np.mean([float(r["seconds"]) for r in group]) / 3600,
+                    "flops": np.mean([float(r["flops"]) for r in group]),
+                    "hours": np.mean([float(r["seconds"]) for r in group]) / 3600,
                     "epochs": float(group[0]["epochs"]), "seeds": " ".join(r["seed"] for r in group)}
     return out
 
@@ -301,13 +309,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> None:
+    """The command line; an expected failure prints one line and exits with code 2."""
     ns = build_parser().parse_args(argv)
-    if ns.plan:
-        print_plan(ns)
-        return
-    if not ns.figures_only:
-        run_study(ns)
-    print(figures(ns.csv, ns.figure or ns.csv.with_suffix(".png")))
+    with command_line_errors():
+        if ns.plan:
+            print_plan(ns)
+            return
+        if not ns.figures_only:
+            run_study(ns)
+        print(figures(ns.csv, ns.figure or ns.csv.with_suffix(".png")))
 
 
 if __name__ == "__main__":

@@ -213,6 +213,14 @@ def test_figures_only_draws_the_figure_table_and_answer(tmp_path, capsys, scratc
     assert printed.strip().splitlines()[-1].startswith(verdict)
 
 
-def test_figures_only_without_rows_says_to_run_the_study(tmp_path):
-    with pytest.raises(FileNotFoundError, match="run the study first"):
-        cm.main(["--figures-only", "--csv", str(tmp_path / "none.csv")])
+def test_bad_input_is_one_line_and_exit_code_2(tmp_path, capsys):
+    alone = tmp_path / "alone"
+    alone.mkdir()
+    MAE(Config(TINY_P7)).save_checkpoint(alone / "tiny.pt")  # no tiny_run/ beside it
+    for argv, phrase in ((["--figures-only", "--csv", str(tmp_path / "none.csv")], "run the study first"),
+                         (["--plan", "--checkpoints", str(alone / "tiny.pt")], "run folder"),
+                         (["--search", "blr"], "NAME=V1,V2")):
+        with pytest.raises(SystemExit) as stop:
+            cm.main(argv)
+        err = capsys.readouterr().err
+        assert stop.value.code == 2 and phrase in err and len(err.strip().splitlines()) == 1
