@@ -287,7 +287,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--checkpoints", nargs="+", default=CHECKPOINTS, metavar="PT",
                         help="one budget per shipped checkpoint with its run folder (default: %(default)s)")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="(default: %(default)s)")
+    parser.add_argument("--seeds", type=int, nargs="*", default=[0, 1, 2],
+                        help="final runs per arm and budget; none with --search: only the search (default: %(default)s)")
     parser.add_argument("--csv", type=Path, default=HERE / "compute_matched.csv", help="(default: %(default)s)")
     parser.add_argument("--figure", type=Path, default=None, help="PNG (default: the CSV's name with .png)")
     parser.add_argument("--figures-only", action="store_true", help="draw the figure, print the table and the answer")

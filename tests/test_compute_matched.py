@@ -175,9 +175,12 @@ def test_runner_writes_rows_resumes_and_searches(tmp_path, capsys, monkeypatch):
     assert len(ran) == 2 and [r["seed"] for r in cm.read_rows(out)] == ["0", "0", "1", "1"]
 
     ran.clear()
-    cm.main(toy + ["--seeds", "2", "--search", "blr=1e-3,4e-3", "--val-images", "16"])
+    cm.main(toy + ["--seeds", "--search", "blr=1e-3,4e-3", "--val-images", "16"])  # the search alone
     search = cm.read_rows(tmp_path / "study_search.csv")
-    assert len(search) == 4 and {r["test_images"] for r in search} == {"16"} and len(ran) == 6
+    assert len(search) == 4 and {r["test_images"] for r in search} == {"16"} and len(ran) == 4
+    assert len(cm.read_rows(out)) == 4
+    cm.main(toy + ["--seeds", "2", "--search", "blr=1e-3,4e-3", "--val-images", "16"])  # search rows are reused
+    assert len(ran) == 6
     assert all(json.loads(r["settings"])["blr"] in (1e-3, 4e-3) for r in cm.read_rows(out)[-2:])
 
 
