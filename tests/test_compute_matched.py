@@ -15,8 +15,8 @@ from mae_lesson import MAE, Config
 from mae_lesson.augment import augment_batch, auto_augment, batch_mixer, soft_targets
 from mae_lesson.cli import check_recipe
 from mae_lesson.config import load_recipe
-from mae_lesson.data import DEBIAN_FASHION_MNIST, normalize
-from mae_lesson.finetune import FinetuneArgs
+from mae_lesson.data import DEBIAN_FASHION_MNIST, ImageData, normalize
+from mae_lesson.finetune import FinetuneArgs, finetune
 from mae_lesson.flops import forward_flops, train_step_flops
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -85,6 +85,21 @@ def test_switch_prob_picks_cutmix_or_mixup():
     # CutMix pastes a box: every pixel comes from the image itself or from its partner, unmixed
     from_self, from_partner = images == x, images == x.roll(1, 0)
     assert (from_self | from_partner).all()
+
+
+def test_finetune_with_the_paper_recipe_is_seeded_and_differs_from_no_augmentation():
+    g = torch.Generator().manual_seed(0)
+    data = ImageData(pixels(32), torch.randint(0, 10, (32,), generator=g), tuple("abcdefghij"), MEAN, STD)
+    recipe = {**load_recipe("finetune_paper"), "epochs": 1, "max_steps": 3, "batch_size": 8, "progress": False}
+    model = MAE(Config(TINY_P7))
+
+    def weights(**change):
+        out = finetune(model, data, data, FinetuneArgs(**{**recipe, **change}))["model"]
+        return torch.cat([p.detach().flatten() for p in out.parameters()])
+
+    first = weights()
+    torch.testing.assert_close(weights(), first, rtol=0, atol=0)
+    assert not torch.equal(weights(auto_augment="none", mixup=0.0, cutmix=0.0), first)
 
 
 # -------------------------------------------------------------------------------- recipes
