@@ -45,7 +45,9 @@ def test_augment_batch_keeps_shape_and_dtype_and_changes_each_image_differently(
     same = normalize(pixels(1).expand(16, -1, -1, -1), MEAN, STD)  # one image, 16 times
     copies = augment_batch(same, auto_augment(spec), MEAN, STD, seed=3)
     assert len({tuple(c.flatten().tolist()) for c in copies}) > 4  # one call per image: not one op for the batch
+    threads = torch.get_num_threads()
     torch.testing.assert_close(augment_batch(x, auto_augment(spec), MEAN, STD, seed=3), out)  # seeded
+    assert torch.get_num_threads() == threads  # the one-thread loop gives the threads back
     assert not torch.equal(augment_batch(x, auto_augment(spec), MEAN, STD, seed=4), out)
 
 
