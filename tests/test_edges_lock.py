@@ -39,6 +39,7 @@ def dead_pid() -> int:
     return proc.pid
 
 
+@pytest.mark.skipif("fork" not in mp.get_all_start_methods(), reason="the claimers are forked")
 @pytest.mark.parametrize("left_over", ["none", "dead run's lock", "empty lock"])
 def test_simultaneous_claims_give_the_folder_to_exactly_one(left_over, tmp_path):
     ctx = mp.get_context("fork")
