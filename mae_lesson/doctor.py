@@ -180,7 +180,10 @@ def report(checks: list[Check], images_per_s: float | None, table: dict | None, 
         lines.append(f"no {minutes_path.name} at {minutes_path}: no measured minutes to scale")
         return "\n".join(lines)
     factor = table["images_per_s_reference"] / images_per_s
-    lines.append(f"predicted minutes here: the minutes measured on {table.get('machine', 'the reference machine')} "
+    machine = table.get("machine", "the reference machine")
+    if isinstance(machine, dict):  # as tools/run_notebooks.py records it
+        machine = f"{machine.get('cpu', 'a CPU')} ({machine.get('cores')} cores, {machine.get('torch_threads')} threads)"
+    lines.append(f"predicted minutes here: the minutes measured on {machine} "
                  f"x {factor:.2f} (rough: downloads and reading time are not included)")
     lines.append(f"  {'notebook':<24}{'quick':>7}{'full':>7}")
     predicted = predict_minutes(table, images_per_s)

@@ -8,7 +8,11 @@ Each notebook runs in a fresh kernel from the notebooks/ folder, as a learner ru
 Minutes are wall-clock from the first cell to the last (kernel start excluded). The machine (CPU,
 cores, torch threads, load average before and after each notebook) is recorded beside the minutes,
 so a reader can tell an idle-core measurement from a shared one. A full run's outputs are cleaned
-(progress bars, stderr, warnings, absolute paths) with mae_lesson.notebook.clean_notebook.
+(progress bars, stderr, warnings, absolute paths) with mae_lesson.notebook.clean_notebook, and
+its figures are stored as 256-colour PNGs (about half the bytes, no visible change for line plots
+and image grids) so that each notebook stays under the 350 KB the repository allows.
+
+    python tools/run_notebooks.py --shrink-only     # only re-store the committed figures
 """
 
 from __future__ import annotations
@@ -47,6 +51,40 @@ def machine() -> dict:
             "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
 
 
+def shrink_png(data: str) -> str:
+    """A base64 PNG as a 256-colour (adaptive palette) PNG, if that is smaller; else unchanged."""
+    import base64
+    import io
+
+    from PIL import Image
+
+    image = Image.open(io.BytesIO(base64.b64decode(data)))
+    if image.mode == "P":
+        return data
+    buffer = io.BytesIO()
+    image.convert("RGB").quantize(colors=256, method=Image.Quantize.MEDIANCUT).save(buffer, format="PNG", optimize=True)
+    smaller = base64.b64encode(buffer.getvalue()).decode("ascii")
+    return smaller if len(smaller) < len(data) else data
+
+
+def shrink_figures(path: Path) -> bool:
+    """Store every PNG output of a notebook with ``shrink_png``; True if the file changed."""
+    from mae_lesson.notebook import read_notebook, write_notebook
+
+    nb = read_notebook(path)
+    changed = False
+    for cell in nb.get("cells", []):
+        for output in cell.get("outputs", []):
+            data = output.get("data", {})
+            if isinstance(data.get("image/png"), str):
+                new = shrink_png(data["image/png"].replace("\n", ""))
+                if new != data["image/png"]:
+                    data["image/png"], changed = new, True
+    if changed:
+        write_notebook(path, nb)
+    return changed
+
+
 def run_one(path: Path, quick: bool, save: bool) -> dict:
     """Execute one notebook in a fresh kernel; returns its minutes and the load around it."""
     import nbformat
@@ -78,16 +116,24 @@ def run_one(path: Path, quick: bool, save: bool) -> dict:
         from mae_lesson.notebook import clean_notebook
 
         clean_notebook(path)
+        shrink_figures(path)
     return {"minutes": round(seconds / 60, 1), "load_before": round(load_before, 2), "load_after": round(load_after, 2)}
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python tools/run_notebooks.py", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--mode", choices=["full", "quick"], required=True)
+    parser.add_argument("--mode", choices=["full", "quick"])
+    parser.add_argument("--shrink-only", action="store_true", help="only store the committed figures as 256-colour PNGs")
     parser.add_argument("--only", nargs="+", metavar="STEM", help="notebook stems (default: all, in order)")
     parser.add_argument("--no-save", action="store_true", help="time only: leave the notebook files as they are")
     args = parser.parse_args(argv)
     paths = sorted(NOTEBOOKS.glob("[0-9][0-9]_*.ipynb"))
+    if args.shrink_only:
+        for path in paths:
+            print(f"{path.name}: {'figures re-stored' if shrink_figures(path) else 'unchanged'}")
+        return 0
+    if args.mode is None:
+        parser.error("give --mode full or --mode quick (or --shrink-only)")
     if args.only:
         unknown = set(args.only) - {p.stem for p in paths}
         if unknown:
