@@ -244,13 +244,16 @@ def rejects(checker, fn, *phrases: str) -> str:
     assert "The notebook goes on with the reference solution" in printed, printed
     for phrase in phrases:
         assert phrase in printed, f"{phrase!r} not in: {printed}"
+    translated(printed)
     return printed
 
 
 def accepts(checker, fn, capsys) -> None:
     """Assert ``checker(fn)`` returns True and prints the success line."""
     assert checker(fn) is True
-    assert capsys.readouterr().out.startswith("Correct: ")
+    printed = capsys.readouterr().out
+    assert printed.startswith("Correct: ")
+    translated(printed)
 
 
 def not_attempted(checker, fn, capsys, name: str) -> None:
@@ -258,6 +261,23 @@ def not_attempted(checker, fn, capsys, name: str) -> None:
     assert checker(fn) is False
     assert capsys.readouterr().out == (
         f"Not attempted yet: write my_{name} above, or open the reference solution below.\n")
+
+
+def translated(printed: str) -> str:
+    """Assert that every line a checker printed has its Chinese in mae_lesson/exercises/locale/zh.po
+    (a learner's traceback lines excepted); return the Chinese. With $MAE_LESSON_I18N_MISSING naming a
+    file, the untranslated messages are appended to it instead (the translators' worklist)."""
+    from mae_lesson.exercises._i18n import translate
+
+    missing: list[str] = []
+    chinese = translate(printed, "zh", missing)
+    worklist = os.environ.get("MAE_LESSON_I18N_MISSING")
+    if worklist:
+        with open(worklist, "a", encoding="utf-8") as out:
+            out.writelines(f"{m}\n" for m in missing)
+        return chinese
+    assert not missing, f"no Chinese in mae_lesson/exercises/locale/zh.po for {missing} (in: {printed})"
+    return chinese
 
 
 def raising(*args):

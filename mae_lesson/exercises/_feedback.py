@@ -32,6 +32,8 @@ from typing import Any, Callable, TypeVar
 
 import torch
 
+from ._i18n import say
+
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -87,9 +89,9 @@ def passed(name: str, detail: str = "") -> bool:
     it cannot be read as the learner's result.
     """
     if _CHECKING_REFERENCE.get():
-        print(f"(The reference solution passes the {name} checker; this is not your answer.)")
+        say(f"(The reference solution passes the {name} checker; this is not your answer.)")
     else:
-        print(f"Correct: {name}" + (f" ({detail})" if detail else ""))
+        say(f"Correct: {name}" + (f" ({detail})" if detail else ""))
     return True
 
 
@@ -232,12 +234,12 @@ def _report_failure(name: str, error: BaseException) -> None:
         cause = error
         who = f"my_{name}" if learner_traceback(error) else "the checker, on your answer,"
         message = f"{who} raised {type(error).__name__}: {error}"
-    print(f"Not correct: {message}")
+    say(f"Not correct: {message}")
     if cause is not None and not isinstance(cause, ExerciseError):
         trimmed = learner_traceback(cause)
         if trimmed:
-            print(trimmed)
-    print(continue_message(name))
+            say(trimmed)
+    say(continue_message(name))
 
 
 def checker(name: str) -> Callable[[F], F]:
@@ -254,7 +256,7 @@ def checker(name: str) -> Callable[[F], F]:
                 RESULTS[name] = "not correct"  # every check starts from "not passed"
             if not reference and is_stub(fn):
                 RESULTS[name] = "not attempted"
-                print(not_attempted_message(name))
+                say(not_attempted_message(name))
                 return False
             token, notes = _CHECKING_REFERENCE.set(reference), _NOTES.set([])
             try:
@@ -263,7 +265,7 @@ def checker(name: str) -> Callable[[F], F]:
                 if reference:
                     raise
                 RESULTS[name] = "not attempted"
-                print(not_attempted_message(name))
+                say(not_attempted_message(name))
                 return False
             except Exception as error:  # noqa: BLE001 - a learner's answer never stops the notebook
                 if reference:
@@ -272,7 +274,7 @@ def checker(name: str) -> Callable[[F], F]:
                 return False
             finally:
                 for text in _NOTES.get() or []:
-                    print(text)
+                    say(text)
                 _CHECKING_REFERENCE.reset(token)
                 _NOTES.reset(notes)
             if reference:
@@ -308,9 +310,9 @@ def use(name: str, mine: Callable, reference: Callable, ok: bool) -> Callable:
     CHOSEN[name] = ok is True
     if ok is True:
         saved = _keep(name, mine)
-        print(f"Using your my_{name} from here on" + (f" (kept for later notebooks in {saved})." if saved else "."))
+        say(f"Using your my_{name} from here on" + (f" (kept for later notebooks in {saved})." if saved else "."))
         return mine
-    print(f"Using the reference solution from here on (your my_{name} has not passed the checker yet; "
+    say(f"Using the reference solution from here on (your my_{name} has not passed the checker yet; "
           f"when it does, re-run this cell).")
     return reference
 

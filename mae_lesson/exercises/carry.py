@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from . import assembly
+from ._i18n import say
 
 # The pieces notebook 05 composes, with the reference each falls back to.
 REFERENCES: dict[str, Callable[..., Any]] = {
@@ -148,7 +149,7 @@ def assemble_mae_forward(**given: Callable[..., Any]) -> Callable[..., Any]:
         parts[name] = fn
         if is_mine:
             yours.append(name)
-        print(f"{name:<16} {'yours' if is_mine else 'the reference (no passed my_' + name + ' yet)'}")
+        say(f"{name:<16} {'yours' if is_mine else 'the reference (no passed my_' + name + ' yet)'}")
 
     def forward(model: Any, imgs: Any, noise: Any) -> tuple[Any, Any, Any]:
         latent, mask, ids_restore = parts["forward_encoder"](model, imgs, model.mask_ratio, noise)
