@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from tools import i18n_sync
+from mae_lesson.exercises._i18n import translate
 from tools.i18n_sync import main, rewrite_links, sha256, source_text, split_segments
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -58,11 +59,19 @@ def test_built_notebook_shares_code_outputs_ids_and_passes_check(repo, capsys):
     zh = _zh(repo)
     assert [c["id"] for c in zh["cells"]] == [c["id"] for c in en["cells"]]
     assert zh["metadata"] == en["metadata"]
+    checker_cells = 0
     for a, b in zip(en["cells"], zh["cells"]):
         if a["cell_type"] == "code":
+            # checker cells print in the learner's language: their outputs are the catalogue's Chinese
+            if {"exercise-check", "exercise-use", "exercise-solution"} & set(a["metadata"].get("tags", [])):
+                checker_cells += 1
+                english, chinese = ("".join("".join(o["text"]) for o in c["outputs"] if o.get("name") == "stdout") for c in (a, b))
+                assert chinese == translate(english, "zh") != english
+                a, b = ({**c, "outputs": []} for c in (a, b))
             assert a == b
         else:
             assert source_text(b).startswith("【中文】") and b["metadata"] == a["metadata"]
+    assert checker_cells >= 3
     assert _check(repo, capsys) == (0, "i18n check: everything translated and in sync\n")
 
 

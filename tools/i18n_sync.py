@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import copy
 import hashlib
+import importlib.util
 import json
 import posixpath
 import re
@@ -229,6 +230,34 @@ def split_segments(text: str) -> list[tuple[str, str]]:
     return [(k, t) for k, t in segments]
 
 
+# ----------------------------------------------------------------------------- checker messages
+
+# Code cells whose printed lines are the exercise checkers' (mae_lesson/exercises/_i18n.py): in the
+# Chinese notebooks' kernels (started in notebooks/zh) they print Chinese, so their copied outputs are
+# passed through the same catalogue, and nbval compares like with like.
+CHECKER_TAGS = ("exercise-check", "exercise-use", "exercise-solution")
+CHECKER_CALLS = ("assemble_mae_forward(",)  # untagged cells that print carry.py's per-piece lines
+
+
+def checker_catalogue():
+    """This repository's mae_lesson/exercises/_i18n.py, loaded on its own (a sync imports no torch)."""
+    spec = importlib.util.spec_from_file_location("_checker_i18n", ROOT / "mae_lesson" / "exercises" / "_i18n.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def translate_checker_outputs(cell: dict, translate) -> None:
+    """Put the stdout of an exercise cell (by tag or call) into Chinese, line by line, through the catalogue."""
+    tags = cell.get("metadata", {}).get("tags", [])
+    if not (any(t in CHECKER_TAGS for t in tags) or any(c in source_text(cell) for c in CHECKER_CALLS)):
+        return
+    for output in cell.get("outputs", []):
+        if output.get("output_type") == "stream" and output.get("name") == "stdout":
+            text = translate("".join(output["text"]) if isinstance(output["text"], list) else output["text"], LANG)
+            output["text"] = text.splitlines(keepends=True)
+
+
 # ----------------------------------------------------------------------------- build
 
 
@@ -245,7 +274,10 @@ def build_pair(root: Path, pair: Pair, mapping: dict[str, str]) -> tuple[str | N
     if pair.kind == "notebook":
         nb = json.loads((root / pair.en).read_text(encoding="utf-8"))
         zh = copy.deepcopy(nb)
+        translate_outputs = checker_catalogue().translate
         for cell in zh["cells"]:
+            if cell["cell_type"] == "code":
+                translate_checker_outputs(cell, translate_outputs)
             if cell["cell_type"] == "markdown":
                 text = rewrite_links(translate(cell["id"], source_text(cell), store, report), pair.en, pair.zh, mapping)
                 cell["source"] = text.splitlines(keepends=True)
