@@ -25,6 +25,18 @@ if str(ROOT) not in sys.path:  # run from a plain checkout: python benchmarks/tr
 
 from mae_lesson import MAE, Config  # noqa: E402
 from mae_lesson.flops import FLOP_FORMULA, encoder_flops, train_step_flops  # noqa: E402,F401 - the scripts import them from here
+from mae_lesson.errors import command_line_errors  # noqa: E402
+from mae_lesson.runfolder import FolderLock, claim_results_folder, release_lock  # noqa: E402,F401 - the scripts release
+
+
+def claim_results(out_dir: Path | None, names: tuple[str, ...], overwrite: bool) -> FolderLock | None:
+    """Lock ``out_dir`` before anything is measured, and refuse one that holds ``names`` unless ``overwrite``
+    (``error: ...`` and exit 2). The old files stay until the new ones replace them at the end, so a failed
+    or stopped benchmark keeps them; nothing else in the folder is touched. ``None``: nothing to write."""
+    if out_dir is None:
+        return None
+    with command_line_errors():
+        return claim_results_folder(out_dir, names, overwrite, delete=False)
 
 # ----------------------------------------------------------------------------- configs
 def _vit(img: int, chans: int, dim: int, depth: int, heads: int, dec_dim: int = 128, dec_depth: int = 2,

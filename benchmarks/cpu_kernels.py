@@ -31,7 +31,7 @@ from typing import Callable
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import ROOT, environment, fmt, md_table, time_interleaved  # noqa: E402
+from common import ROOT, claim_results, environment, fmt, md_table, release_lock, time_interleaved  # noqa: E402
 from mae_lesson import MAE, Config  # noqa: E402
 from mae_lesson.optim import param_groups  # noqa: E402
 from mae_lesson.patch_embed import PatchEmbed  # noqa: E402
@@ -156,7 +156,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--write-table", action="store_true",
                         help=f"write the attention table the package reads ({CPU_ATTENTION_TABLE.relative_to(ROOT)})")
     parser.add_argument("--out", default=None, help="folder for cpu_kernels.md/.json (default benchmarks/; quick: none)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace the results already in --out (without it they are refused)")
     args = parser.parse_args(argv)
+    out_dir = Path(args.out) if args.out else (None if args.quick else ROOT / "benchmarks")
+    lock = claim_results(out_dir, ("cpu_kernels.md", "cpu_kernels.json"), args.overwrite)
+    try:
+        return measure(args, argv, out_dir)
+    finally:
+        release_lock(lock)
+
+
+def measure(args: argparse.Namespace, argv: list[str] | None, out_dir: Path | None) -> int:
+    """The kernels timed, the report printed and written to ``out_dir`` (None: printed only)."""
     rounds = args.rounds or (2 if args.quick else 7)
     grid = QUICK if args.quick else {"tokens": TOKENS, "head_dims": HEAD_DIMS, "batch_heads": BATCH_HEADS}
     result = {"command": "python benchmarks/cpu_kernels.py " + " ".join(argv if argv is not None else sys.argv[1:]),
@@ -170,9 +182,7 @@ def main(argv: list[str] | None = None) -> int:
                  "threads": result["env"]["threads"], "torch": result["env"]["torch"],
                  "shapes": [{k: r[k] for k in ("batch_heads", "tokens", "head_dim", "faster")} for r in result["attention"]]}
         CPU_ATTENTION_TABLE.write_text(json.dumps(table, indent=1) + "\n", encoding="utf-8")
-    out_dir = Path(args.out) if args.out else (None if args.quick else ROOT / "benchmarks")
     if out_dir is not None:
-        out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / "cpu_kernels.md").write_text(text, encoding="utf-8")
         (out_dir / "cpu_kernels.json").write_text(json.dumps(result, indent=1), encoding="utf-8")
     return 0

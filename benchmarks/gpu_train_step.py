@@ -36,8 +36,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (  # noqa: E402
-    FLOP_FORMULA, FULL_CONFIGS, IMPLEMENTATIONS, LABELS, QUICK_CONFIGS, ROOT, build_impl, environment, fmt,
-    matmul_rate, md_table, paired_ratio, summary, sync, time_interleaved, train_step_flops, warm_up,
+    FLOP_FORMULA, FULL_CONFIGS, IMPLEMENTATIONS, LABELS, QUICK_CONFIGS, ROOT, build_impl, claim_results,
+    environment, fmt, matmul_rate, md_table, paired_ratio, release_lock, summary, sync, time_interleaved,
+    train_step_flops, warm_up,
 )
 
 # Dense (no sparsity) tensor-core peaks in TFLOP/s from NVIDIA datasheets: bf16, or fp16 where the
@@ -72,12 +73,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--time-budget", type=float, default=240.0, help="seconds of timed rounds at most")
     parser.add_argument("--out", default=None, help="folder for results_gpu.md/.json (default benchmarks/; "
                                                     "--dry-run writes nothing unless given)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace the results already in the output folder (without it they are refused)")
     args = parser.parse_args(argv)
 
     dry = args.dry_run
     if not dry and not torch.cuda.is_available():
         parser.error("no CUDA GPU is visible (torch.cuda.is_available() is False); run train_step.py for the "
                      "CPU benchmark, or --dry-run to check this script's code path on the CPU")
+    out_dir = Path(args.out) if args.out else (None if dry else ROOT / "benchmarks")
+    lock = claim_results(out_dir, ("results_gpu.md", "results_gpu.json"), args.overwrite)
+    try:
+        return measure(args, out_dir)
+    finally:
+        release_lock(lock)
+
+
+def measure(args: argparse.Namespace, out_dir: Path | None) -> int:
+    """The implementations timed on the GPU (or the CPU dry run), the report printed and written to ``out_dir``."""
+    dry = args.dry_run
     device = torch.device("cpu" if dry else "cuda")
     cfg, default_batch = (QUICK_CONFIGS if dry else FULL_CONFIGS)["vit_b16"]
     batch = args.batch or (default_batch if dry else 128)
@@ -161,9 +175,7 @@ def main(argv: list[str] | None = None) -> int:
                   "MFU", "peak mem GiB (+ step)", "notes"], rows), "",
         f"FLOP count: {FLOP_FORMULA}", "", f"Wall time: {wall:.0f} s.", ""])
     print(text)
-    out_dir = Path(args.out) if args.out else (None if dry else ROOT / "benchmarks")
     if out_dir is not None:
-        out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / "results_gpu.md").write_text(text, encoding="utf-8")
         payload = {"device": device_name, "dry_run": dry, "batch": batch, "amp_dtype": str(amp_dtype),
                    "config": cfg.to_dict(), "train_step_flops": flops, "peak_flops": peak, "peak_source": peak_source,

@@ -84,14 +84,15 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (  # noqa: E402
-    CONFIG_NAMES, FLOP_FORMULA, IMPLEMENTATIONS, LABELS, ROOT, Config, build_impl, configs, encoder_flops,
-    environment, fmt, fmt_spread, make_inputs, md_table, parity_loss, ratio_spread, spread, summary,
-    time_interleaved, train_step_flops, warm_up,
+    CONFIG_NAMES, FLOP_FORMULA, IMPLEMENTATIONS, LABELS, ROOT, Config, build_impl, claim_results, configs,
+    encoder_flops, environment, fmt, fmt_spread, make_inputs, md_table, parity_loss, ratio_spread, spread, summary,
+    release_lock, time_interleaved, train_step_flops, warm_up,
 )
 from mae_lesson.masking import num_kept, random_masking  # noqa: E402
 from mae_lesson.patch_embed import patch_tokens, prepend_cls  # noqa: E402
 
 DEVICE = torch.device("cpu")
+RESULT_FILES = ("results_cpu.md", "results_cpu.json")
 # Every measurement at these; ours (eager) and Hugging Face only at the others, unless --all-impls.
 FULL_TREATMENT = ("fashion_mnist_tiny", "vit_b16")
 MEDIUM_IMPLS = ("mae_lesson", "hf_sdpa")
@@ -516,6 +517,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--out", default=None, help="folder for results_cpu.md/.json (default benchmarks/; "
                                                     "--quick writes nothing unless given)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace the results already in the output folder (without it they are refused)")
     parser.add_argument("--update", action="store_true",
                         help="replace only the configs run now in the existing results_cpu.json (after a code change "
                              "that affects one configuration); both commands are recorded")
@@ -537,6 +540,17 @@ def main(argv: list[str] | None = None) -> int:
     args.matmul_sizes = [512, 1024] if q else [2048, 4096]
     args.mask_token_batches = args.mask_token_batches or [32]
     out_dir = Path(args.out) if args.out else (None if q else ROOT / "benchmarks")
+    # --update merges into the results there, so it says to replace them.
+    lock = claim_results(out_dir, RESULT_FILES, args.overwrite or args.update)
+    try:
+        return measure(args, argv, out_dir)
+    finally:
+        release_lock(lock)
+
+
+def measure(args: argparse.Namespace, argv: list[str] | None, out_dir: Path | None) -> int:
+    """Every selected configuration timed, the report printed and written to ``out_dir`` (None: printed only)."""
+    q = args.quick
     torch.manual_seed(0)
 
     results: dict[str, Any] = {

@@ -4,8 +4,10 @@ Each setting pretrains one model config with one budget and recipe, changing one
 then measures test reconstruction loss, a linear probe and kNN on frozen cls features (fitted on
 the first ``--probe-images`` training images), and a short fine-tune. One CSV row per (setting,
 seed), written as each run ends: a row already in the CSV is not redone (delete it to redo it), a
-finished pretraining run is reused from its folder, and an interrupted one starts over. Tables,
-figures and verdicts are drawn from the CSV (``experiments/ablation_report.py``).
+finished pretraining run is reused from its folder, and an interrupted one starts over. A CSV's
+settings are recorded beside it (``<stem>.settings.json``): resuming it with other settings is refused
+(``--overwrite`` starts its rows over), and one sweep at a time writes into ``--out`` (its ``.lock``).
+Tables, figures and verdicts are drawn from the CSV (``experiments/ablation_report.py``).
 
     python experiments/ablations.py --only budget    # 1. the default setting at 1..5 epochs: choose the budget
     python experiments/ablations.py                  # 2. the seeded sweep on the p7 model at that budget
@@ -17,6 +19,7 @@ figures and verdicts are drawn from the CSV (``experiments/ablation_report.py``)
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -30,6 +33,8 @@ from ablation_runs import (  # noqa: E402,F401  (EncoderWithMaskTokens: notebook
     RECIPE, EncoderWithMaskTokens, Sweep, eval_cost, evaluate_run, feature_scales, finetune_accuracy, log,
     needs_pretraining, pretrain_cost, pretrain_setting, print_plan, run_dir, run_name, steps_for)
 from mae_lesson.data import load_fashion_mnist  # noqa: E402
+from mae_lesson.errors import RunError, command_line_errors  # noqa: E402
+from mae_lesson.runfolder import acquire_lock, check_out_path, release_lock  # noqa: E402
 
 SHIPPED_CHECKPOINT = "data/mae_fashion_mnist_tiny.pt"
 COLUMNS = ["ablation", "value", "seed", "recon_loss", "linear_probe", "knn", "finetune", "epoch_seconds",
@@ -100,17 +105,58 @@ def resolve_budget(args: argparse.Namespace, sweep: Sweep) -> tuple[int, str]:
     return steps_for(args, args.epochs), f"e{args.epochs:g}"
 
 
+# Arguments that decide every number in a row (the budget is checked row by row in run_sweep): rows
+# measured with others cannot share a CSV, so a resume that changes one is refused.
+ROW_SETTINGS = ("batch_size", "blr", "train_images", "test_images", "probe_images", "finetune_steps", "finetune_blr",
+                "finetune_crop")
+
+
+def open_results(args: argparse.Namespace, sweep: Sweep, csv_path: Path) -> list[dict]:
+    """The rows of ``csv_path`` to resume from, after checking this call's settings against the CSV's.
+
+    The settings are kept in ``<stem>.settings.json`` beside it, written with the CSV's first row
+    (a CSV from before they were recorded is not checked). ``--overwrite`` deletes the CSV (nothing
+    else) and records this call's settings, so the study starts its rows over.
+    """
+    recorded = csv_path.with_suffix(".settings.json")
+    settings = {"sweep": sweep.tag, **{name: getattr(args, name) for name in ROW_SETTINGS}}
+    if args.overwrite:  # (a plan only shows what it would do)
+        if not args.plan_only:
+            csv_path.unlink(missing_ok=True)
+            csv_path.parent.mkdir(parents=True, exist_ok=True)
+            recorded.write_text(json.dumps(settings, indent=1) + "\n")
+        return []
+    rows = read_rows(csv_path)
+    try:
+        stored = json.loads(recorded.read_text())
+    except FileNotFoundError:
+        stored = None
+    except (OSError, ValueError):
+        raise RunError(f"{recorded} is not the JSON of a sweep's settings: restore it, or start {csv_path.name}'s "
+                       f"rows over with --overwrite") from None
+    changed = [f"{name} {stored.get(name)!r} there, {value!r} now" for name, value in settings.items()
+               if stored is not None and stored.get(name) != value]
+    if changed:
+        raise RunError(f"{csv_path} holds rows measured with other settings ({'; '.join(changed)}): resume with its "
+                       f"settings, start its rows over with --overwrite, or write elsewhere (--out or --csv)")
+    if stored is None and not rows and not args.plan_only:
+        csv_path.parent.mkdir(parents=True, exist_ok=True)
+        recorded.write_text(json.dumps(settings, indent=1) + "\n")
+    return rows
+
+
 # ------------------------------------------------------------------------------ the three studies
 def run_sweep(args: argparse.Namespace, sweep: Sweep) -> Path:
     """Every selected (setting, seed) not yet in the CSV, seeds outermost, then the report."""
     csv_path = Path(args.csv) if args.csv else Path(args.out) / sweep.csv
-    rows = read_rows(csv_path)
+    rows = open_results(args, sweep, csv_path)
     steps, label = resolve_budget(args, sweep)
     for row in rows:  # one budget per CSV (the schedule rows of p4 have their own)
         own = "steps_multiplier" in row["overrides"] or "checkpoint" in row["overrides"]
         if not own and int(row["steps"]) != steps:
             raise SystemExit(f"{csv_path} holds runs of {row['steps']} steps and this call asks for {steps}: pass "
-                             f"the same budget, or write elsewhere (--out or --csv)")
+                             f"the same budget, start its rows over with --overwrite, or write elsewhere (--out or "
+                             f"--csv)")
     done = {(r["ablation"], r["value"], int(r.get("seed") or 0)) for r in rows}
     cache = {(r["overrides"], int(r.get("seed") or 0)): r for r in rows}  # a run shared by several rows
     todo = [(seed, s) for seed in args.seeds for s in sweep.settings
@@ -171,7 +217,7 @@ def write_sweep_report(csv_path: Path, sweep: Sweep) -> list[Path]:
 def run_budget(args: argparse.Namespace, sweep: Sweep) -> Path:
     """The default setting pretrained for each of ``--budget-epochs`` (own schedule each) and at random init."""
     csv_path = Path(args.out) / f"budget_{sweep.tag}.csv"
-    rows, seed = read_rows(csv_path), args.seeds[0]
+    rows, seed = open_results(args, sweep, csv_path), args.seeds[0]
     done = {(float(r["budget"]), int(r["seed"])) for r in rows}
     todo = [e for e in [0.0, *args.budget_epochs] if (e, seed) not in done]
     dirs = {e: run_dir(args, sweep, f"e{e:g}", {}, {}, seed) for e in todo}
@@ -225,7 +271,7 @@ def run_normpix(args: argparse.Namespace, sweep: Sweep) -> Path:
     """Pixels, norm-pix and random-init encoders per seed, at the sweep's budget (the sweep's own runs):
     the standard fine-tune, 3x longer, at half and double its lr, and the scale of the frozen features."""
     csv_path = Path(args.out) / f"normpix_{sweep.tag}.csv"
-    rows = read_rows(csv_path)
+    rows = open_results(args, sweep, csv_path)
     steps, label = resolve_budget(args, sweep)
     s, b = args.finetune_steps, args.finetune_blr
     variants = [(s, b), (3 * s, b), (s, b / 2), (s, 2 * b)]
@@ -304,6 +350,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--finetune-crop", type=float, default=0.8, help="RandomResizedCrop scale lower bound")
     parser.add_argument("--data-root", default=str(ROOT / "data"))
     parser.add_argument("--figures-only", action="store_true", help="redraw tables and figures from the CSVs")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="start the study's CSV over (deletes its rows and recorded settings; finished runs are "
+                             "still reused). Without it a CSV is resumed, and refused if its settings differ")
     parser.add_argument("--plan-only", action="store_true", help="print the plan and its time estimate, run nothing")
     args = parser.parse_args(argv)
     sweep = SWEEPS[args.sweep]
@@ -330,11 +379,18 @@ def main(argv: list[str] | None = None) -> None:
         else:
             write_sweep_report(Path(args.csv) if args.csv else out / sweep.csv, sweep)
         return
-    test_images = args.test_images if args.test_images is not None else sweep.test_images
-    args.train = load_fashion_mnist(args.data_root, "train").subset(args.train_images)
-    args.test = load_fashion_mnist(args.data_root, "test").subset(test_images)
-    start = time.perf_counter()
-    path = {"budget": run_budget, "normpix": run_normpix, None: run_sweep}[study](args, sweep)
+    args.test_images = args.test_images if args.test_images is not None else sweep.test_images
+    with command_line_errors():
+        check_out_path(out)
+        out.mkdir(parents=True, exist_ok=True)
+        lock = acquire_lock(out)  # one sweep at a time: two would write the same CSVs and runs
+        try:
+            args.train = load_fashion_mnist(args.data_root, "train").subset(args.train_images)
+            args.test = load_fashion_mnist(args.data_root, "test").subset(args.test_images)
+            start = time.perf_counter()
+            path = {"budget": run_budget, "normpix": run_normpix, None: run_sweep}[study](args, sweep)
+        finally:
+            release_lock(lock)
     if not args.plan_only:
         log(f"wrote {path} in {time.perf_counter() - start:.0f} s")
 

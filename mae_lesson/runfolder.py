@@ -229,9 +229,10 @@ def claim_folder(out: str | Path, resume: bool, overwrite: bool) -> tuple[Folder
         raise
 
 
-def claim_results_folder(out: str | Path, names: tuple[str, ...], overwrite: bool) -> FolderLock:
+def claim_results_folder(out: str | Path, names: tuple[str, ...], overwrite: bool, delete: bool = True) -> FolderLock:
     """Lock ``out`` for a command that writes the result files ``names``; refuse one that holds any of them
-    unless ``overwrite`` (then delete exactly those). Release the lock with :func:`release_lock`."""
+    unless ``overwrite`` (then delete exactly those, or with ``delete=False`` leave them for the command to
+    replace when it ends, so a failed run keeps the old ones). Release the lock with :func:`release_lock`."""
     folder = check_out_path(out)
     folder.mkdir(parents=True, exist_ok=True)
     lock = acquire_lock(folder)
@@ -239,8 +240,8 @@ def claim_results_folder(out: str | Path, names: tuple[str, ...], overwrite: boo
     if found and not overwrite:
         release_lock(lock)
         raise RunError(f"{folder} already holds results ({', '.join(found)}): start them over with --overwrite "
-                       f"(deletes them), or choose another --out")
-    for name in found:
+                       f"({'deletes' if delete else 'replaces'} them), or choose another --out")
+    for name in found if delete else ():
         (folder / name).unlink()
     return lock
 
