@@ -270,16 +270,22 @@ def pretrain(args: PretrainArgs | None = None, model_class: type[MAE] = MAE, **k
     """
     run = setup_run(dataclasses.replace(args or PretrainArgs(), **kwargs), model_class)
     try:
+        # model.pt and the final meeting of the processes stay under the handler: torchrun sends a
+        # SIGTERM to every process, and one killed while waiting there leaves the others a gloo error.
         with stop_on_signals(announce=run.rank == 0) as run.stop:
             finish_pending_epoch(run)
             while run.step < run.total_steps:
                 epoch = run.step // run.steps_per_epoch
                 stats = train_one_epoch(run, epoch)
                 end_of_epoch(run, epoch, stats)
-        if run.rank == 0:
-            run.model.save_checkpoint(run.out / "model.pt", step=run.step, args=dataclasses.asdict(run.args))
-        if run.world > 1:
-            dist.barrier()
+            if run.rank == 0:
+                run.model.save_checkpoint(run.out / "model.pt", step=run.step, args=dataclasses.asdict(run.args))
+            if run.world > 1:
+                dist.barrier()  # model.pt is written; a signal that comes while a process waits here is shared next
+            if _stop_requested(run):
+                raise TrainingInterrupted(
+                    f"stopped by {signal.Signals(run.stop.signum).name} after the last step ({run.step} of "
+                    f"{run.total_steps}): the run is complete, {run.out / 'model.pt'} saved", run.stop.signum)
     finally:
         run.close()
     return run.out
@@ -532,7 +538,8 @@ def _stop_requested(run: Run) -> bool:
     if run.world > 1:
         flag = torch.tensor([run.stop.signum or 0], device=run.device if run.device.type == "cuda" else "cpu")
         dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-        stop, run.stop.signum = bool(flag.item()), int(flag.item()) or None
+        # A signal handled just after the reduction (its handler runs when the call returns) is kept for the next.
+        stop, run.stop.signum = bool(flag.item()), int(flag.item()) or run.stop.signum
     return stop
 
 
