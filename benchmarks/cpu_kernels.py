@@ -13,7 +13,7 @@ Three side-by-side measurements (interleaved rounds, medians, one process), forw
 
 Usage::
 
-    python benchmarks/cpu_kernels.py --write-table   # about 3 minutes on 2 cores; writes cpu_kernels.md too
+    python benchmarks/cpu_kernels.py --write-table --overwrite  # about 3 minutes on 2 cores; replaces cpu_kernels.md
     python benchmarks/cpu_kernels.py --quick          # a few shapes, a few seconds (smoke test)
 """
 

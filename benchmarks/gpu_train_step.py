@@ -19,6 +19,7 @@ AdamW on CPU, peak from a measured bf16 matmul), for tests and machines without 
 Usage::
 
     python benchmarks/gpu_train_step.py                  # on a GPU machine; writes benchmarks/results_gpu.{md,json}
+                                                         # (--overwrite to replace them)
     python benchmarks/gpu_train_step.py --no-compile --batch 64
     python benchmarks/gpu_train_step.py --dry-run        # CPU, toy sizes, about 15 s
 """

@@ -63,7 +63,7 @@ The same run measures:
 
 Usage::
 
-    python benchmarks/train_step.py                 # full run, writes benchmarks/results_cpu.{md,json}
+    python benchmarks/train_step.py --overwrite     # full run, replaces benchmarks/results_cpu.{md,json}
     python benchmarks/train_step.py --quick --out /tmp/bench   # smoke run (under a minute)
     python benchmarks/train_step.py --configs vit_tiny_28 vit_tiny_32 --update   # rerun two, keep the rest
 """
