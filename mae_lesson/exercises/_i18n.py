@@ -4,7 +4,8 @@ The English text is the message id (gettext's model), so English output is the t
 checkers build it, byte for byte. ``locale/zh.po`` holds the Chinese: each ``msgid`` is an English
 message with ``{placeholders}`` for its values (numbers, names, shapes, code), so one entry serves
 every value. A placeholder whose name starts with ``msg`` holds a message itself and is translated
-in turn (``"Not correct: {msg}"``); any other placeholder is copied as it is.
+in turn (``"Not correct: {msg}"``); one whose name starts with ``opt`` (a call such as ``mae_loss(target
+[2, 10, 16], mask [2, 10] with 7 removed per image)``) is translated where an entry of context ``call`` (``msgctxt "call"``) matches it and is code otherwise; any other placeholder is copied as it is.
 
 The language: ``$MAE_LESSON_LANG`` (``zh`` or ``en``), else Chinese when the kernel runs in a folder
 named ``zh`` (JupyterLab and nbval start the kernels of ``notebooks/zh/*.ipynb`` there), else English.
@@ -49,7 +50,8 @@ def _unquote(text: str) -> str:
 
 
 def read_po(path: Path) -> dict[str, str]:
-    """``{msgid: msgstr}`` of a gettext ``.po`` file (no plural forms or contexts; the header skipped)."""
+    """``{msgid: msgstr}`` of a gettext ``.po`` file (no plural forms; the header skipped; an entry with a
+    ``msgctxt`` keyed ``context + "\x04" + msgid``)."""
     entries: dict[str, str] = {}
     field, parts, current = None, [], {}
 
@@ -61,34 +63,41 @@ def read_po(path: Path) -> dict[str, str]:
         line = line.strip()
         if not line or line.startswith("#"):
             continue
-        keyword = re.match(r"(msgid|msgstr)\s+(\".*\")$", line)
+        keyword = re.match(r"(msgctxt|msgid|msgstr)\s+(\".*\")$", line)
         if keyword:
             flush()
-            if keyword.group(1) == "msgid" and "msgid" in current:
-                if current["msgid"]:
-                    entries[current["msgid"]] = current.get("msgstr", "")
+            if keyword.group(1) in ("msgctxt", "msgid") and "msgstr" in current:
+                _add(entries, current)
                 current = {}
             field, parts = keyword.group(1), [_unquote(keyword.group(2))]
         elif line.startswith('"') and field is not None:
             parts.append(_unquote(line))
         else:
-            raise ValueError(f"{path.name}, line {number}: expected msgid, msgstr or a quoted string, got {line!r}")
+            raise ValueError(f"{path.name}, line {number}: expected msgctxt, msgid, msgstr or a quoted string, "
+                             f"got {line!r}")
     flush()
-    if current.get("msgid"):
-        entries[current["msgid"]] = current.get("msgstr", "")
+    _add(entries, current)
     return entries
 
 
+def _add(entries: dict[str, str], entry: dict[str, str]) -> None:
+    """Keep one parsed entry; one with a context is keyed ``context + "\x04" + msgid``, as gettext does."""
+    if entry.get("msgid"):
+        key = entry["msgid"] if "msgctxt" not in entry else f"{entry['msgctxt']}\x04{entry['msgid']}"
+        entries[key] = entry.get("msgstr", "")
+
+
 @functools.lru_cache(maxsize=None)
-def catalogue(lang: str) -> list[tuple[re.Pattern, str, tuple[str, ...]]]:
+def catalogue(lang: str, context: str = "") -> list[tuple[re.Pattern, str, tuple[str, ...]]]:
     """The entries of ``locale/<lang>.po`` as (pattern over the English, translation, placeholder names).
 
     Order: entries that start with fixed text (``"Not correct: {msg}"``) before those that start with a
     value (``"{where}: expected ..."``), whose value could otherwise swallow the fixed start; then the
     most fixed text first, so that a general frame never hides a named mistake."""
     entries = []
-    for msgid, msgstr in read_po(CATALOGUE_DIR / f"{lang}.po").items():
-        if not msgstr:
+    for key, msgstr in read_po(CATALOGUE_DIR / f"{lang}.po").items():
+        ctx, _, msgid = key.rpartition("\x04")
+        if not msgstr or ctx != context:
             continue
         pieces = _PLACEHOLDER.split(msgid)  # fixed text, name, fixed text, name, ...
         names = tuple(pieces[1::2])
@@ -99,8 +108,8 @@ def catalogue(lang: str) -> list[tuple[re.Pattern, str, tuple[str, ...]]]:
     return [e[1:] for e in entries]
 
 
-def _translate_message(text: str, lang: str, missing: list[str]) -> str:
-    for pattern, msgstr, names in catalogue(lang):
+def _translate_message(text: str, lang: str, missing: list[str], context: str = "") -> str:
+    for pattern, msgstr, names in catalogue(lang, context):
         match = pattern.match(text)
         if match is None:
             continue
@@ -108,6 +117,8 @@ def _translate_message(text: str, lang: str, missing: list[str]) -> str:
         for name, value in values.items():
             if name.startswith("msg"):
                 values[name] = _translate_message(value, lang, missing)
+            elif name.startswith("opt"):  # a call description: translated where it has words, else code
+                values[name] = _translate_message(value, lang, [], context="call")
         return _PLACEHOLDER.sub(lambda m: values[m.group(1)], msgstr)
     missing.append(text)
     return text
