@@ -268,18 +268,18 @@ def translated(printed: str) -> str:
     """Assert that every line a checker printed has its Chinese in mae_lesson/exercises/locale/zh.po
     (a learner's traceback lines excepted); return the Chinese. With $MAE_LESSON_I18N_MISSING naming a
     file, the untranslated messages are appended to it instead (the translators' worklist)."""
-    from mae_lesson.exercises._i18n import translate
+    from mae_lesson.exercises._i18n import _VERBATIM, translate
 
     missing: list[str] = []
     chinese = translate(printed, "zh", missing)
+    # English that a general frame ("{name}: expected {expected}, got {got}") let through inside a value:
+    # three words in a row, outside quoted code, a learner's traceback and the text of their exception
+    missing += [line for line in chinese.splitlines() if not _VERBATIM.match(line)
+                and re.search(r"[A-Za-z]{2,}(?: [A-Za-z]{2,}){2,}", re.sub(r"`[^`]*`|'[^']*'|抛出了.*", "", line))]
     worklist = os.environ.get("MAE_LESSON_I18N_MISSING")
     if worklist:
-        # the worklist also lists English that a general frame ("{name}: expected {expected}, got {got}")
-        # let through inside a value: three words in a row, outside quoted code and the learner's exception
-        leaks = [line for line in chinese.splitlines() if not line.startswith((" ", "Traceback"))
-                 and re.search(r"[A-Za-z]{2,}(?: [A-Za-z]{2,}){2,}", re.sub(r"`[^`]*`|'[^']*'|抛出了.*", "", line))]
         with open(worklist, "a", encoding="utf-8") as out:
-            out.writelines(f"{m}\n" for m in missing + leaks)
+            out.writelines(f"{m}\n" for m in missing)
         return chinese
     assert not missing, f"no Chinese in mae_lesson/exercises/locale/zh.po for {missing} (in: {printed})"
     return chinese
