@@ -118,3 +118,14 @@ def test_a_broken_catalogue_line_is_named(tmp_path):
 def test_tensor_values_are_copied_not_translated():
     # a value that happens to read like a message is never looked up: only msg... placeholders are
     assert translate("Correct: take .argmax(dim=1)", "zh") == "正确：take .argmax(dim=1)"
+
+
+def test_the_progress_view_reads_chinese_verdicts():
+    from tools.progress import ATTEMPTED, NOT_ATTEMPTED, PASSED, cell_status
+
+    def status(english: str) -> str:
+        return cell_status([{"output_type": "stream", "name": "stdout", "text": translate(english, "zh")}])
+
+    assert status("Correct: random_masking\n") == PASSED
+    assert status(ENGLISH) == ATTEMPTED
+    assert status("Not attempted yet: write my_random_masking above, or open the reference solution below.\n") == NOT_ATTEMPTED

@@ -24,7 +24,9 @@ from pathlib import Path
 PASSED, ATTEMPTED, NOT_ATTEMPTED = "passed", "attempted", "not attempted"
 SYMBOL = {PASSED: "+", ATTEMPTED: "~", NOT_ATTEMPTED: "."}
 CHECK_RE = re.compile(r"^\s*ok_(\w+)\s*=\s*check_\w+\(", re.M)  # the check cell's assignment names the exercise
-VERDICTS = (("Correct:", PASSED), ("Not correct:", ATTEMPTED), ("Not attempted yet", NOT_ATTEMPTED))
+# English, and the Chinese that notebooks/zh kernels print (mae_lesson/exercises/locale/zh.po)
+VERDICTS = (("Correct:", PASSED), ("Not correct:", ATTEMPTED), ("Not attempted yet", NOT_ATTEMPTED),
+            ("正确：", PASSED), ("不正确：", ATTEMPTED), ("尚未作答", NOT_ATTEMPTED))
 
 
 def cell_status(outputs: list[dict]) -> str:
