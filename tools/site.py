@@ -34,8 +34,9 @@ SITE = ROOT / "build" / "site"
 
 
 def english_pages(root: Path) -> list[str]:
-    """The site's English pages: the README, every guide in docs/ and every numbered notebook."""
-    docs = sorted(p.relative_to(root).as_posix() for p in (root / "docs").glob("*.md"))
+    """The site's English pages: the README, every guide in docs/ and docs/instructor/, every numbered notebook."""
+    docs = sorted(p.relative_to(root).as_posix() for p in [*(root / "docs").glob("*.md"),
+                                                           *(root / "docs" / "instructor").glob("*.md")])
     return ["README.md", *docs, *(p.en for p in pairs(root) if p.kind == "notebook")]
 
 
