@@ -28,7 +28,6 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = ROOT / "notebooks"
-MINUTES_FILE = ROOT / "docs" / "minutes.json"
 
 
 def cpu_name() -> str:
@@ -139,8 +138,13 @@ def main(argv: list[str] | None = None) -> int:
         if unknown:
             parser.error(f"no such notebook: {', '.join(sorted(unknown))}; choose from {', '.join(p.stem for p in paths)}")
         paths = [p for p in paths if p.stem in args.only]
+    from mae_lesson.doctor import MINUTES_FILE, measure_images_per_s
+
     record = json.loads(MINUTES_FILE.read_text()) if MINUTES_FILE.exists() else {"notebooks": {}}
     record.setdefault("notebooks", {})
+    if not args.only:  # the speed the doctor scales these minutes by, taken with a whole set of them
+        record["images_per_s_reference"] = round(measure_images_per_s(), 1)
+        record["images_per_s_command"] = "mae_lesson.doctor.measure_images_per_s(), by tools/run_notebooks.py"
     for path in paths:
         result = run_one(path, quick=args.mode == "quick", save=not args.no_save)
         entry = record["notebooks"].setdefault(path.stem, {})
