@@ -41,6 +41,7 @@ from common import (  # noqa: E402
     environment, fmt, matmul_rate, md_table, paired_ratio, release_lock, summary, sync, time_interleaved,
     train_step_flops, warm_up,
 )
+from mae_lesson.utils import log  # noqa: E402
 
 # Dense (no sparsity) tensor-core peaks in TFLOP/s from NVIDIA datasheets: bf16, or fp16 where the
 # GPU has no bf16 (T4, V100). Matched in order against torch.cuda.get_device_name().
@@ -57,10 +58,6 @@ def datasheet_peak(device_name: str) -> float | None:
         if key.lower() in device_name.lower():
             return tflops * 1e12
     return None
-
-
-def log(msg: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -113,7 +110,7 @@ def measure(args: argparse.Namespace, out_dir: Path | None) -> int:
     peak = table_peak or measured_peak
     peak_source = (f"datasheet dense {'bf16' if amp_dtype == torch.bfloat16 else 'fp16'} peak for {device_name}"
                    if table_peak else f"measured {amp_dtype} torch.mm {mm_n}x{mm_n}")
-    log(f"{device_name}: {amp_dtype} matmul {measured_peak / 1e12:.3f} TFLOP/s measured; MFU against {peak_source}")
+    log(f"{device_name}: {amp_dtype} matmul {measured_peak / 1e12:.3f} TFLOP/s measured; MFU against {peak_source}", stderr=True)
 
     flops = train_step_flops(cfg, batch)
     names = [n for n in IMPLEMENTATIONS if use_compile or n != "mae_lesson_compiled"]
@@ -122,7 +119,7 @@ def measure(args: argparse.Namespace, out_dir: Path | None) -> int:
         impl = build_impl(name, cfg, batch, device, amp_dtype=amp_dtype, fused_adamw=True)
         warm_up(impl, args.warmup + (1 if name.endswith("compiled") else 0), device)
         impls[name] = impl
-        log(f"  {name}: " + (f"error {impl.error}" if impl.error else f"ready ({impl.extra.get('warmup_s', 0):.1f} s warm-up)"))
+        log(f"  {name}: " + (f"error {impl.error}" if impl.error else f"ready ({impl.extra.get('warmup_s', 0):.1f} s warm-up)"), stderr=True)
         if impl.error and impl.model is not None:
             impl.model = None
         if device.type == "cuda":
@@ -130,7 +127,7 @@ def measure(args: argparse.Namespace, out_dir: Path | None) -> int:
 
     fns = {n: i.step for n, i in impls.items() if not i.error}
     deadline = time.perf_counter() + args.time_budget
-    log(f"timing up to {rounds} interleaved rounds of {', '.join(fns)} (budget {args.time_budget:.0f} s)")
+    log(f"timing up to {rounds} interleaved rounds of {', '.join(fns)} (budget {args.time_budget:.0f} s)", stderr=True)
     times = time_interleaved(fns, rounds, device, deadline=deadline)
 
     rows, report = [], {}
@@ -183,7 +180,7 @@ def measure(args: argparse.Namespace, out_dir: Path | None) -> int:
                    "measured_matmul_flops": measured_peak, "implementations": report, "times_s": times,
                    "env": env, "wall_s": wall}
         (out_dir / "results_gpu.json").write_text(json.dumps(payload, indent=1), encoding="utf-8")
-        log(f"wrote {out_dir / 'results_gpu.md'} and results_gpu.json")
+        log(f"wrote {out_dir / 'results_gpu.md'} and results_gpu.json", stderr=True)
     return 0
 
 

@@ -89,6 +89,7 @@ from common import (  # noqa: E402
     release_lock, time_interleaved, train_step_flops, warm_up,
 )
 from mae_lesson.masking import num_kept, random_masking  # noqa: E402
+from mae_lesson.utils import log  # noqa: E402
 from mae_lesson.patch_embed import patch_tokens, prepend_cls  # noqa: E402
 
 DEVICE = torch.device("cpu")
@@ -103,10 +104,6 @@ KEY_RATIOS = [(name, "mae_lesson", "hf_sdpa") for name in CONFIG_NAMES] + [
 ]
 # Verdict of ours against Hugging Face from the per-round ratios (see the module docstring).
 LEAD_MIN, BEHIND_MAX, LEVEL_BAND = 1.02, 0.98, 0.03
-
-
-def log(msg: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
 # ----------------------------------------------------------------------------- memory probe
@@ -223,7 +220,7 @@ def run_config(name: str, cfg: Config, batch: int, args: argparse.Namespace, res
     results["configs"][name] = entry
     gh, gw = cfg.grid_size
     entry["tokens"] = {"L": gh * gw, "L_keep": num_kept(gh * gw, cfg.mask_ratio)}
-    log(f"{name}: parity check, then building {', '.join(impl_names)}")
+    log(f"{name}: parity check, then building {', '.join(impl_names)}", stderr=True)
     entry["hf_parity_abs_loss_diff"] = parity_loss(cfg, DEVICE)
 
     impls = {}
@@ -232,7 +229,7 @@ def run_config(name: str, cfg: Config, batch: int, args: argparse.Namespace, res
         warm_up(impl, args.warmup + (1 if impl_name.endswith("compiled") else 0), DEVICE)
         impls[impl_name] = impl
         log(f"  {impl_name}: " + (f"error {impl.error}" if impl.error else
-                                  f"ready ({impl.setup_s + impl.extra.get('warmup_s', 0):.1f} s set-up + warm-up)"))
+                                  f"ready ({impl.setup_s + impl.extra.get('warmup_s', 0):.1f} s set-up + warm-up)"), stderr=True)
 
     fns: dict[str, Callable[[], Any]] = {n: i.step for n, i in impls.items() if not i.error}
     for n in args.matmul_sizes:
@@ -250,7 +247,7 @@ def run_config(name: str, cfg: Config, batch: int, args: argparse.Namespace, res
                              "augmentation": "random resized crop (0.2, 1) + flip + normalise"}
 
     rounds = {"fashion_mnist_tiny": args.rounds, "vit_b16": args.rounds_large}.get(name, args.rounds_medium)
-    log(f"{name}: timing {rounds} interleaved rounds of {', '.join(fns)}")
+    log(f"{name}: timing {rounds} interleaved rounds of {', '.join(fns)}", stderr=True)
     times = time_interleaved(fns, rounds, DEVICE)
 
     per_size = {n: [2 * n**3 / t for t in times.pop(f"matmul_{n}")] for n in args.matmul_sizes}
@@ -289,7 +286,7 @@ def run_config(name: str, cfg: Config, batch: int, args: argparse.Namespace, res
         for fn in enc_fns.values():
             fn()
         enc_rounds = max(3, rounds // 2) if name != "fashion_mnist_tiny" else rounds
-        log(f"{name}: mask-token experiment at batch {enc_batch}, {enc_rounds} rounds")
+        log(f"{name}: mask-token experiment at batch {enc_batch}, {enc_rounds} rounds", stderr=True)
         enc_times = time_interleaved(enc_fns, enc_rounds, DEVICE)
         length, keep = entry["tokens"]["L"], entry["tokens"]["L_keep"]
         speedup = ratio_spread(enc_times["with_mask_tokens"], enc_times["visible_only"])
@@ -305,7 +302,7 @@ def run_config(name: str, cfg: Config, batch: int, args: argparse.Namespace, res
         for impl_name, impl in impls.items():
             if impl.error:
                 continue
-            log(f"  memory probe: {impl_name} (subprocess)")
+            log(f"  memory probe: {impl_name} (subprocess)", stderr=True)
             entry["implementations"][impl_name]["memory"] = measure_memory(impl_name, name, args.quick, args.threads)
     for impl in impls.values():  # free this configuration's models before the next
         impl.model = impl.step = None
@@ -572,7 +569,7 @@ def measure(args: argparse.Namespace, argv: list[str] | None, out_dir: Path | No
         out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / "results_cpu.md").write_text(text, encoding="utf-8")
         (out_dir / "results_cpu.json").write_text(json.dumps(results, indent=1), encoding="utf-8")
-        log(f"wrote {out_dir / 'results_cpu.md'} and results_cpu.json")
+        log(f"wrote {out_dir / 'results_cpu.md'} and results_cpu.json", stderr=True)
     return 0
 
 

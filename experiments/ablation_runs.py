@@ -27,6 +27,7 @@ from mae_lesson.flops import forward_flops  # noqa: E402
 from mae_lesson.model import MAE  # noqa: E402
 from mae_lesson.patch_embed import patch_tokens, prepend_cls  # noqa: E402
 from mae_lesson.pretrain import PretrainArgs, pretrain  # noqa: E402
+from mae_lesson.utils import log  # noqa: E402,F401 - ablations.py imports it from here
 from mae_lesson.viz import read_metrics  # noqa: E402
 
 RECIPE = load_recipe("pretrain_cpu")  # the main job's recipe: lr, batch, weight decay, warm-up share
@@ -89,10 +90,6 @@ class EncoderWithMaskTokens(MAE):
         pred = self.forward_decoder(latent, identity, self.check_images(imgs))
         return {"loss": self.forward_loss(imgs, pred, mask), "pred": pred, "mask": mask, "latent": latent,
                 "ids_restore": ids_restore}
-
-
-def log(message: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
 
 
 def run_name(config: str, overrides: dict, options: dict) -> str:

@@ -7,6 +7,8 @@ loss and the optimizer are left out. A training step is 3 forward passes (backwa
 
 from __future__ import annotations
 
+from typing import Callable
+
 from .config import Config
 from .masking import num_kept
 
@@ -19,10 +21,46 @@ FLOP_FORMULA = (
 )
 
 
-def block_flops(tokens: int, dim: int, mlp_ratio: float) -> int:
-    """One transformer block on ``tokens`` tokens of width ``dim``: qkv, proj, MLP and the two attention products."""
+def block_flops_by_part(tokens: int, dim: int, mlp_ratio: float) -> dict[str, int]:
+    """One transformer block on ``tokens`` tokens of width ``dim``, by matrix product."""
     hidden = int(dim * mlp_ratio)
-    return 2 * tokens * dim * (3 * dim + dim) + 2 * 2 * tokens * dim * hidden + 2 * 2 * tokens * tokens * dim
+    return {
+        "qkv": 2 * tokens * dim * 3 * dim,
+        "scores": 2 * tokens * tokens * dim,  # q k^T, every head together
+        "weighted_values": 2 * tokens * tokens * dim,  # attn v
+        "proj": 2 * tokens * dim * dim,
+        "mlp": 2 * 2 * tokens * dim * hidden,  # fc1 and fc2
+    }
+
+
+def block_flops(tokens: int, dim: int, mlp_ratio: float) -> int:
+    """One transformer block: ``24 T D^2 + 4 T^2 D`` for ``mlp_ratio`` 4 (see :func:`block_flops_by_part`)."""
+    return sum(block_flops_by_part(tokens, dim, mlp_ratio).values())
+
+
+def flops_by_part(
+    cfg: Config, embedded: int, encoder_tokens: int, decoder_tokens: int,
+    block: Callable[[int, int, float], int] = block_flops,
+) -> dict[str, int]:
+    """Matmul FLOPs of one image's forward pass for given token counts, by part.
+
+    Args:
+        cfg: the model's config. embedded: patches the patch embedding projects (``L``).
+        encoder_tokens: tokens in the encoder blocks (``1 + L_keep``: cls + visible).
+        decoder_tokens: tokens in the decoder blocks (``1 + L``: cls + every position).
+        block: the count of one block (``block_flops``; notebook 08's checker swaps in a wrong one).
+    """
+    grid_h, grid_w = cfg.grid_size
+    length = grid_h * grid_w
+    d, dd, r = cfg.embed_dim, cfg.decoder_embed_dim, cfg.mlp_ratio
+    patch = cfg.patch_size**2 * cfg.in_chans
+    return {
+        "patch_embed": 2 * embedded * patch * d,
+        "encoder": cfg.encoder_depth * block(encoder_tokens, d, r),
+        "decoder_embed": 2 * encoder_tokens * d * dd,
+        "decoder": cfg.decoder_depth * block(decoder_tokens, dd, r),
+        "decoder_pred": 2 * length * dd * patch,
+    }
 
 
 def forward_flops_by_part(cfg: Config, batch: int = 1, mask_ratio: float | None = None) -> dict[str, int]:
@@ -30,16 +68,8 @@ def forward_flops_by_part(cfg: Config, batch: int = 1, mask_ratio: float | None 
     grid_h, grid_w = cfg.grid_size
     length = grid_h * grid_w
     ratio = cfg.mask_ratio if mask_ratio is None else mask_ratio
-    t_e, t_d = 1 + num_kept(length, ratio), 1 + length  # cls + visible patches; cls + every patch
-    d, dd, r = cfg.embed_dim, cfg.decoder_embed_dim, cfg.mlp_ratio
-    patch = cfg.patch_size**2 * cfg.in_chans
-    parts = {
-        "patch_embed": 2 * length * patch * d,
-        "encoder": cfg.encoder_depth * block_flops(t_e, d, r),
-        "decoder_embed": 2 * t_e * d * dd,
-        "decoder": cfg.decoder_depth * block_flops(t_d, dd, r),
-        "decoder_pred": 2 * length * dd * patch,
-    }
+    # Every patch is embedded; the encoder sees cls + the visible patches, the decoder cls + every patch.
+    parts = flops_by_part(cfg, length, 1 + num_kept(length, ratio), 1 + length)
     return {k: int(v * batch) for k, v in parts.items()}
 
 

@@ -1,9 +1,11 @@
-"""Small helpers every notebook and script uses: seeding and device choice."""
+"""Small helpers every notebook and script uses: seeding, device choice and progress lines."""
 
 from __future__ import annotations
 
 import os
 import random
+import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -55,3 +57,11 @@ def on_device(model: torch.nn.Module, device: str | torch.device) -> Iterator[to
 def quick_mode() -> bool:
     """True when ``MAE_LESSON_QUICK=1``: notebooks and tests shrink their step budgets."""
     return os.environ.get("MAE_LESSON_QUICK", "0") not in ("", "0", "false", "False")
+
+
+def log(message: str, *, stderr: bool = False) -> None:
+    """Print ``[HH:MM:SS] message`` at once (flushed): the progress line of the long-running scripts.
+
+    ``stderr=True`` keeps stdout for a script's report (the benchmarks print their tables there).
+    """
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr if stderr else sys.stdout, flush=True)

@@ -24,12 +24,6 @@ from ..masking import num_kept
 from ._feedback import ExerciseError, call_learner, checker, passed
 
 
-def _block(tokens: int, dim: int, mlp_ratio: float, attention: int = 4, mlp: bool = True) -> int:
-    hidden = int(dim * mlp_ratio)
-    linear = 2 * tokens * (3 * dim * dim + dim * dim + (2 * hidden * dim if mlp else 0))
-    return linear + attention * tokens * tokens * dim
-
-
 def forward_flops(config: Mapping[str, Any], mask_ratio: float | None = None, *, _variant: str = "") -> int:
     """FLOPs of ``MAE(config)(imgs)`` for one image (``mae_lesson.flops``), or, with ``_variant``,
     the count a learner gets with that classic mistake (the keys of ``_MISTAKES``)."""
@@ -40,24 +34,29 @@ def forward_flops(config: Mapping[str, Any], mask_ratio: float | None = None, *,
 
 
 def _mistaken_flops(cfg: Config, mask_ratio: float | None, _variant: str) -> int:
-    """The module docstring's count with one mistake switched on (the right count lives in ``mae_lesson.flops``)."""
+    """``mae_lesson.flops``'s count with one mistake switched on: wrong token counts or a block missing a part."""
     ratio = cfg.mask_ratio if mask_ratio is None else mask_ratio
     grid_h, grid_w = cfg.grid_size
     length = grid_h * grid_w
     keep = num_kept(length, ratio)
-    patch = cfg.patch_size**2 * cfg.in_chans
-    d, dd, r = cfg.embed_dim, cfg.decoder_embed_dim, cfg.mlp_ratio
     cls = 0 if _variant == "no_cls" else 1
-    enc_tokens = (length if _variant == "no_masking" else keep) + cls
-    dec_tokens = (keep if _variant == "decoder_visible" else length) + cls
-    attention = {"no_attention": 0, "attention_once": 2}.get(_variant, 4)
-    mlp = _variant != "no_mlp"
-    embed = 2 * (keep if _variant == "embed_visible" else length) * patch * d
-    outside = embed + 2 * enc_tokens * d * dd + 2 * length * dd * patch
+    left_out = {"no_attention": ("scores", "weighted_values"), "attention_once": ("weighted_values",),
+                "no_mlp": ("mlp",)}.get(_variant, ())
+
+    def block(tokens: int, dim: int, mlp_ratio: float) -> int:
+        parts = flops.block_flops_by_part(tokens, dim, mlp_ratio)
+        return sum(v for k, v in parts.items() if k not in left_out)
+
+    parts = flops.flops_by_part(
+        cfg,
+        embedded=keep if _variant == "embed_visible" else length,
+        encoder_tokens=(length if _variant == "no_masking" else keep) + cls,
+        decoder_tokens=(keep if _variant == "decoder_visible" else length) + cls,
+        block=block,
+    )
     if _variant == "blocks_only":
-        outside = 0
-    total = (outside + cfg.encoder_depth * _block(enc_tokens, d, r, attention, mlp)
-             + cfg.decoder_depth * _block(dec_tokens, dd, r, attention, mlp))
+        return parts["encoder"] + parts["decoder"]
+    total = sum(parts.values())
     return total // 2 if _variant == "macs" else total
 
 
