@@ -257,6 +257,15 @@ def my_linear_probe(train_x, train_y, test_x, epochs=30, batch_size=1024, lr=1e-
 
     return (var(a) / len(a) + var(b) / len(b)) ** 0.5
 ''',
+    # the optional stretch exercises of 01-07
+    "sincos_grid": '''def my_sincos_grid(embed_dim, grid_h, grid_w):
+    _count("sincos_grid")
+    quarter = embed_dim // 4
+    omega = 1.0 / 10000 ** (torch.arange(quarter, dtype=torch.float64) / quarter)
+    row = torch.arange(grid_h, dtype=torch.float64).repeat_interleave(grid_w)[:, None] * omega
+    col = torch.arange(grid_w, dtype=torch.float64).repeat(grid_h)[:, None] * omega
+    return torch.cat([col.sin(), col.cos(), row.sin(), row.cos()], dim=1).to(torch.float32)
+''',
 }
 
 # Nudges a right result into a wrong one that no checker names: floats and tensors move by 0.5, ints by 3,

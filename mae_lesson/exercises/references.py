@@ -30,6 +30,7 @@ from ..utils import model_device
 from . import assembly
 from .ablations import accuracy_standard_error, difference_standard_error
 from .finetuning import _loop_variant
+from . import stretch
 from .training import reference_train_one_epoch, reference_train_step
 
 
@@ -152,6 +153,8 @@ REFERENCES: dict[str, Callable[..., Any]] = {
     "forward_flops": forward_flops,
     "standard_error": accuracy_standard_error,
     "difference_se": difference_standard_error,
+    # the optional stretch exercises of 01-07
+    "sincos_grid": stretch.sincos_grid,
 }
 
 
