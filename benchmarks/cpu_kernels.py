@@ -6,7 +6,7 @@ Three side-by-side measurements (interleaved rounds, medians, one process), forw
    (``softmax(q k^T / sqrt(d)) v``) against PyTorch's fused SDPA kernel, both fed the strided
    q, k, v views of the fused qkv projection, as ``transformer.Attention`` feeds them. With
    ``--write-table`` the result becomes ``mae_lesson/configs/cpu_attention.json``, the table
-   ``transformer.attention`` picks its CPU path from (nearest measured shape).
+   ``mae_lesson.performance.use_fused_attn`` picks the CPU path from (nearest measured shape).
 2. Patch embedding: the ``p x p`` stride-``p`` convolution against the same map as one matrix
    product over the patches (``PatchEmbed.forward``).
 3. AdamW's update over a model's parameters: the default per-tensor loop, ``foreach`` and ``fused``.
@@ -35,7 +35,8 @@ from common import ROOT, claim_results, environment, fmt, md_table, release_lock
 from mae_lesson import MAE, Config  # noqa: E402
 from mae_lesson.optim import param_groups  # noqa: E402
 from mae_lesson.patch_embed import PatchEmbed  # noqa: E402
-from mae_lesson.transformer import CPU_ATTENTION_TABLE, plain_attention, sdpa_attention  # noqa: E402
+from mae_lesson.performance import CPU_ATTENTION_TABLE  # noqa: E402
+from mae_lesson.transformer import plain_attention  # noqa: E402
 
 # The shapes of the course's and the benchmark's models: encoder tokens (visible + cls) 5, 13,
 # 17, 50; decoder and fine-tuning tokens 17, 50, 65, 197; heads of 16, 32 and 64; batch x heads
@@ -79,7 +80,7 @@ def measure_attention(tokens: tuple[int, ...], head_dims: tuple[int, ...], batch
     for bh, t, d in itertools.product(batch_heads, tokens, head_dims):
         heads = 4
         times = median_seconds({"plain": attention_step(plain_attention, bh, t, d, heads),
-                             "sdpa": attention_step(sdpa_attention, bh, t, d, heads)}, rounds)
+                             "sdpa": attention_step(torch.nn.functional.scaled_dot_product_attention, bh, t, d, heads)}, rounds)
         rows.append({"batch_heads": bh, "tokens": t, "head_dim": d, "plain_ms": times["plain"] * 1e3,
                      "sdpa_ms": times["sdpa"] * 1e3, "faster": min(times, key=times.get)})
         print(f"attention bh={bh} T={t} d={d}: plain {rows[-1]['plain_ms']:.2f} ms, sdpa {rows[-1]['sdpa_ms']:.2f} ms",

@@ -33,11 +33,8 @@ def attention_weights(attn: Attention, x: torch.Tensor) -> torch.Tensor:
     Returns:
         ``[N, heads, T, T]``; row ``i`` is how token ``i`` spreads its attention, each row sums to 1.
     """
-    n, t, d = x.shape
-    head_dim = d // attn.num_heads
-    qkv = attn.qkv(x).reshape(n, t, 3, attn.num_heads, head_dim).permute(2, 0, 3, 1, 4)
-    q, k, _ = qkv.unbind(0)  # each [N, heads, T, D/heads]
-    return ((q @ k.transpose(-2, -1)) * head_dim**-0.5).softmax(dim=-1)
+    q, k, _ = attn.split_qkv(x)  # each [N, heads, T, D/heads]
+    return ((q @ k.transpose(-2, -1)) * q.shape[-1] ** -0.5).softmax(dim=-1)
 
 
 def attention_output(attn: Attention, x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
@@ -46,7 +43,7 @@ def attention_output(attn: Attention, x: torch.Tensor, weights: torch.Tensor) ->
     With ``weights = attention_weights(attn, x)`` this equals ``attn(x)``.
     """
     n, t, d = x.shape
-    v = attn.qkv(x).reshape(n, t, 3, attn.num_heads, d // attn.num_heads).permute(2, 0, 3, 1, 4)[2]
+    _, _, v = attn.split_qkv(x)  # [N, heads, T, D/heads]
     return attn.proj((weights @ v).transpose(1, 2).reshape(n, t, d))
 
 

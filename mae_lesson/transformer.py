@@ -6,27 +6,16 @@ mlp.fc2``), which the official MAE uses, so official checkpoints load unchanged.
 
 from __future__ import annotations
 
-import json
-import math
-import os
 from functools import partial
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .performance import use_fused_attn
+
 # Every LayerNorm in MAE uses eps 1e-6 (the official models pass this norm_layer).
 LayerNorm = partial(nn.LayerNorm, eps=1e-6)
-
-
-# On the CPU, whether PyTorch's fused attention kernel (SDPA) or the three plain ops are faster
-# depends on the sequence length, the head width and the batch. benchmarks/cpu_kernels.py
-# measures both per shape into this table; a CPU call takes the path that was faster at the
-# nearest measured shape. A table, not a timing at run time, so that two runs with one seed
-# take the same path and give the same numbers. MAE_LESSON_ATTENTION=plain|sdpa forces a path.
-CPU_ATTENTION_TABLE = Path(__file__).resolve().parent / "configs" / "cpu_attention.json"
-ATTENTION_PATHS = ("auto", "plain", "sdpa")
 
 
 def plain_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
@@ -35,60 +24,19 @@ def plain_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.
     return scores.softmax(dim=-1) @ v
 
 
-def sdpa_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """The same through PyTorch's fused kernel."""
-    return F.scaled_dot_product_attention(q, k, v)
-
-
-def _measured_shapes() -> tuple[tuple[float, float, float, bool], ...]:
-    """``(log2 batch*heads, log2 tokens, log2 head width, plain was faster)`` per measured shape."""
-    table = json.loads(CPU_ATTENTION_TABLE.read_text(encoding="utf-8"))
-    return tuple((math.log2(row["batch_heads"]), math.log2(row["tokens"]), math.log2(row["head_dim"]),
-                  row["faster"] == "plain") for row in table["shapes"])
-
-
-_MEASURED_SHAPES = _measured_shapes()
-_PLAIN_IS_FASTER: dict[tuple[int, int, int], bool] = {}  # the lookup's answers, by shape
-
-
-def cpu_plain_is_faster(batch_heads: int, tokens: int, head_dim: int) -> bool:
-    """Whether the plain ops beat SDPA at the nearest shape measured on the CPU.
-
-    Distance in octaves; the batch counts a quarter as much as tokens and head width (it
-    scales both paths alike, so it moves the balance least).
-    """
-    shape = (batch_heads, tokens, head_dim)
-    if shape not in _PLAIN_IS_FASTER:
-        point = (math.log2(batch_heads), math.log2(tokens), math.log2(head_dim))
-        nearest = min(_MEASURED_SHAPES, key=lambda row: 0.25 * (row[0] - point[0]) ** 2
-                      + (row[1] - point[1]) ** 2 + (row[2] - point[2]) ** 2)
-        _PLAIN_IS_FASTER[shape] = nearest[3]
-    return _PLAIN_IS_FASTER[shape]
-
-
-def attention_path() -> str:
-    """``auto`` (the measured table), or the path forced by ``MAE_LESSON_ATTENTION``."""
-    path = os.environ.get("MAE_LESSON_ATTENTION", "auto").lower()
-    if path not in ATTENTION_PATHS:
-        raise ValueError(f"MAE_LESSON_ATTENTION={path!r}: choose one of {', '.join(ATTENTION_PATHS)}")
-    return path
-
-
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """``softmax(q k^T / sqrt(d)) v`` for ``[N, heads, T, d]`` tensors, by the faster path.
+    """``softmax(q k^T / sqrt(d)) v`` for ``[N, heads, T, d]`` tensors.
 
-    CUDA and non-fp32 inputs always use SDPA; fp32 on the CPU uses the measured table.
+    PyTorch's fused kernel (SDPA) and :func:`plain_attention` give the same result; which one is
+    faster depends on the device and the shape, and :func:`mae_lesson.performance.use_fused_attn` says.
     """
-    path = attention_path()
-    if path == "auto":
-        on_cpu = q.device.type == "cpu" and q.dtype == torch.float32
-        n, heads, tokens, head_dim = q.shape
-        path = "plain" if on_cpu and cpu_plain_is_faster(n * heads, tokens, head_dim) else "sdpa"
-    return plain_attention(q, k, v) if path == "plain" else sdpa_attention(q, k, v)
+    if use_fused_attn(q):
+        return F.scaled_dot_product_attention(q, k, v)
+    return plain_attention(q, k, v)
 
 
 class Attention(nn.Module):
-    """Multi-head self-attention with one fused qkv projection (attention path: see ``attention``)."""
+    """Multi-head self-attention with one fused qkv projection."""
 
     def __init__(self, dim: int, num_heads: int, qkv_bias: bool = True) -> None:
         super().__init__()
@@ -96,11 +44,17 @@ class Attention(nn.Module):
         self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
         self.proj = nn.Linear(dim, dim)
 
+    def split_qkv(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``[N, T, D]`` -> q, k, v, each ``[N, heads, T, D/heads]``, from the one fused projection."""
+        n, t, d = x.shape
+        qkv = self.qkv(x).reshape(n, t, 3, self.num_heads, d // self.num_heads).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv.unbind(0)
+        return q, k, v
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``[N, T, D]`` -> ``[N, T, D]``."""
         n, t, d = x.shape
-        qkv = self.qkv(x).reshape(n, t, 3, self.num_heads, d // self.num_heads).permute(2, 0, 3, 1, 4)
-        q, k, v = qkv.unbind(0)  # each [N, heads, T, D/heads]
+        q, k, v = self.split_qkv(x)  # each [N, heads, T, D/heads]
         x = attention(q, k, v)  # softmax(q k^T / sqrt(D/heads)) v, [N, heads, T, D/heads]
         return self.proj(x.transpose(1, 2).reshape(n, t, d))
 

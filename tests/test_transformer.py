@@ -144,10 +144,11 @@ def test_auto_takes_the_faster_measured_path_on_the_cpu(monkeypatch, sdpa_calls)
     """At every measured shape, auto takes the path the table says was faster there."""
     import json
 
+    import mae_lesson.performance as performance
     import mae_lesson.transformer as transformer
 
     monkeypatch.delenv("MAE_LESSON_ATTENTION", raising=False)
-    table = json.loads(transformer.CPU_ATTENTION_TABLE.read_text(encoding="utf-8"))
+    table = json.loads(performance.CPU_ATTENTION_TABLE.read_text(encoding="utf-8"))
     assert {row["faster"] for row in table["shapes"]} <= {"plain", "sdpa"}
     calls = sdpa_calls
     for row in table["shapes"]:
@@ -157,7 +158,7 @@ def test_auto_takes_the_faster_measured_path_on_the_cpu(monkeypatch, sdpa_calls)
         transformer.attention(q, q, q)
         assert bool(calls) == (row["faster"] == "sdpa"), row
         # a shape between measured ones follows its nearest neighbour
-        assert transformer.cpu_plain_is_faster(row["batch_heads"] + 1, row["tokens"], row["head_dim"]) == (row["faster"] == "plain")
+        assert performance.cpu_plain_is_faster(row["batch_heads"] + 1, row["tokens"], row["head_dim"]) == (row["faster"] == "plain")
     # float64 is not in the table: SDPA
     calls.clear()
     transformer.attention(*(torch.randn(4, 4, 5, 32, dtype=torch.float64) for _ in range(3)))
@@ -169,10 +170,10 @@ def test_the_attention_table_covers_the_course_models():
     import json
     import math
 
-    import mae_lesson.transformer as transformer
+    import mae_lesson.performance as performance
     from mae_lesson.config import Config, bundled_config_names
 
-    shapes = json.loads(transformer.CPU_ATTENTION_TABLE.read_text(encoding="utf-8"))["shapes"]
+    shapes = json.loads(performance.CPU_ATTENTION_TABLE.read_text(encoding="utf-8"))["shapes"]
     for name in bundled_config_names():
         cfg = Config.from_file(name)
         length = cfg.grid_size[0] * cfg.grid_size[1]
@@ -189,3 +190,50 @@ def test_a_wrong_attention_setting_is_refused(monkeypatch):
     monkeypatch.setenv("MAE_LESSON_ATTENTION", "flash")
     with pytest.raises(ValueError, match="MAE_LESSON_ATTENTION='flash': choose one of auto, plain, sdpa"):
         transformer.attention(*(torch.randn(1, 1, 2, 4) for _ in range(3)))
+
+@pytest.fixture
+def attention_flag():
+    """``performance.set_attention_path``, undone after the test."""
+    from mae_lesson import performance
+
+    yield performance.set_attention_path
+    performance.set_attention_path(None)
+
+
+def test_the_attention_flag_switches_kernels_with_the_same_output(monkeypatch, sdpa_calls, attention_flag):
+    """The flag (timm's ``use_fused_attn`` idea) picks the kernel; a block gives the same numbers either way."""
+    monkeypatch.setenv("MAE_LESSON_ATTENTION", "sdpa")  # the call below wins over the variable
+    torch.manual_seed(0)
+    block = Block(32, 4).eval()
+    x = torch.randn(2, 17, 32)
+    outputs = {}
+    for path in ("plain", "sdpa"):
+        attention_flag(path)
+        sdpa_calls.clear()
+        with torch.no_grad():
+            outputs[path] = block(x)
+        assert bool(sdpa_calls) == (path == "sdpa"), path
+    torch.testing.assert_close(outputs["plain"], outputs["sdpa"], atol=1e-5, rtol=1e-5)
+    attention_flag(None)  # back to the environment variable
+    sdpa_calls.clear()
+    block(x)
+    assert sdpa_calls
+    with pytest.raises(ValueError, match="'flash': choose one of auto, plain, sdpa"):
+        attention_flag("flash")
+
+
+def test_q_k_v_are_split_in_one_place(monkeypatch):
+    """``Attention.split_qkv`` is the one split: the block and the recomputed attention maps both follow it."""
+    from mae_lesson.attention import attention_output, attention_weights
+
+    torch.manual_seed(0)
+    attn = Attention(32, 4).eval()
+    x = torch.randn(2, 9, 32)
+    with torch.no_grad():
+        before = attn(x)
+        real = Attention.split_qkv
+        monkeypatch.setattr(Attention, "split_qkv", lambda self, x: tuple(reversed(real(self, x))))  # v, k, q
+        after = attn(x)
+        recomputed = attention_output(attn, x, attention_weights(attn, x))
+    assert not torch.allclose(before, after, atol=1e-4)
+    torch.testing.assert_close(recomputed, after, atol=1e-5, rtol=1e-5)
