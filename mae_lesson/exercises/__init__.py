@@ -11,23 +11,8 @@ the notebook runs on with the reference). Example::
     patchify_fn = use("patchify", my_patchify, reference_patchify, ok_patchify)
 """
 
-from ._feedback import (
-                        CHOSEN,
-                        RESULTS,
-                        ExerciseError,
-                        NotAttempted,
-                        call_learner,
-                        checker,
-                        diagnose,
-                        expect_close,
-                        expect_equal,
-                        expect_shape,
-                        is_stub,
-                        passed,
-                        same,
-                        use,
-                        whose,
-)
+from ._feedback import CHOSEN, RESULTS, ExerciseError, NotAttempted, call_learner, checker, is_stub, passed, use, whose
+from ._judge import Mistake, diagnose, expect_close, expect_equal, expect_shape, judge, same
 
-__all__ = ["CHOSEN", "RESULTS", "ExerciseError", "NotAttempted", "call_learner", "checker", "diagnose", "expect_close", "expect_equal",
-           "expect_shape", "is_stub", "passed", "same", "use", "whose"]
+__all__ = ["CHOSEN", "RESULTS", "ExerciseError", "Mistake", "NotAttempted", "call_learner", "checker", "diagnose", "expect_close", "expect_equal",
+           "expect_shape", "is_stub", "judge", "passed", "same", "use", "whose"]

@@ -95,32 +95,6 @@ def passed(name: str, detail: str = "") -> bool:
     return True
 
 
-def expect_shape(name: str, value: Any, shape: Sequence[int], hint: str = "") -> None:
-    if not isinstance(value, torch.Tensor):
-        raise ExerciseError(f"{name}: expected a torch.Tensor of shape {list(shape)}, got {type(value).__name__}")
-    if tuple(value.shape) != tuple(shape):
-        raise ExerciseError(f"{name}: expected shape {list(shape)}, got {list(value.shape)}" + (f". Hint: {hint}" if hint else ""))
-
-
-def expect_close(name: str, value: torch.Tensor, expected: torch.Tensor, hint: str = "",
-                 atol: float = 1e-5, rtol: float = 1e-5) -> None:
-    expect_shape(name, value, expected.shape, hint)
-    if not torch.allclose(value.float(), expected.float(), atol=atol, rtol=rtol):
-        diff = (value.float() - expected.float()).abs()
-        where = tuple(int(i) for i in torch.nonzero(diff == diff.max())[0])
-        raise ExerciseError(
-            f"{name}: values differ (max abs difference {diff.max().item():.3g} at index {list(where)}: "
-            f"expected {expected.flatten()[diff.flatten().argmax()].item():.4g}, got "
-            f"{value.flatten()[diff.flatten().argmax()].item():.4g})" + (f". Hint: {hint}" if hint else "")
-        )
-
-
-def expect_equal(name: str, value: Any, expected: Any, hint: str = "") -> None:
-    same = torch.equal(value, expected) if isinstance(expected, torch.Tensor) and isinstance(value, torch.Tensor) else value == expected
-    if not same:
-        raise ExerciseError(f"{name}: expected {expected!r}, got {value!r}" + (f". Hint: {hint}" if hint else ""))
-
-
 def _describe(arg: Any) -> str:
     if isinstance(arg, torch.Tensor):
         return str(list(arg.shape))
@@ -328,32 +302,3 @@ def whose(names: str | Sequence[str], noun: str) -> str:
     if len(reference) == len(names):
         return f"the reference {noun}"
     return f"your {noun} (with the reference {', '.join(reference)})"
-
-
-def same(value: Any, other: torch.Tensor, atol: float = 1e-5, rtol: float = 1e-5) -> bool:
-    """True when ``value`` is a tensor of ``other``'s shape and values (within tolerance)."""
-    return (isinstance(value, torch.Tensor) and value.shape == other.shape
-            and torch.allclose(value.float(), other.float(), atol=atol, rtol=rtol))
-
-
-def first_values(t: torch.Tensor, k: int = 4) -> str:
-    """The first ``k`` values of a tensor, short, for messages: ``[0.123, -1.000, ...]``."""
-    values = ", ".join(f"{v:.3f}" for v in t.flatten()[:k].tolist())
-    return f"[{values}, ...]"
-
-
-def diagnose(where: str, got: torch.Tensor, expected: torch.Tensor,
-             mistakes: Sequence[tuple[torch.Tensor, str]], hint: str,
-             atol: float = 1e-5, rtol: float = 1e-4) -> None:
-    """Return if ``got`` matches ``expected``; else raise naming the first known mistake it reproduces.
-
-    Args:
-        mistakes: ``(wrong_output, message)`` pairs: what a typical mistake computes and what to say.
-        hint: the recipe, for a mismatch that is none of the known mistakes.
-    """
-    if same(got, expected, atol=atol, rtol=rtol):
-        return
-    for wrong, message in mistakes:
-        if same(got, wrong, atol=atol, rtol=rtol):
-            raise ExerciseError(f"{where}: expected {first_values(expected)}, got {first_values(got)}: {message}")
-    expect_close(where, got, expected, hint=hint, atol=atol, rtol=rtol)

@@ -21,7 +21,8 @@ import torch
 
 from ..config import Config
 from ..model import MAE
-from ._feedback import ExerciseError, call_learner, checker, passed, same
+from ._feedback import ExerciseError, call_learner, checker, passed
+from ._judge import same
 
 
 # ------------------------------------------------------------------- the pieces of 01-05

@@ -33,16 +33,8 @@ from ..data import ImageData
 from ..evaluate import knn_classify, linear_probe
 from ..finetune import FinetuneArgs, finetune, finetune_setup
 from ..model import MAE
-from ._feedback import (
-    ExerciseError,
-    call_learner,
-    checker,
-    diagnose,
-    expect_close,
-    expect_shape,
-    passed,
-    same,
-)
+from ._feedback import ExerciseError, call_learner, checker, passed
+from ._judge import diagnose, expect_close, expect_shape, same
 
 # A small encoder, so that every checker runs in seconds on a CPU.
 CHECK_CONFIG = {"img_size": 16, "patch_size": 4, "in_chans": 1, "embed_dim": 32, "encoder_depth": 2,

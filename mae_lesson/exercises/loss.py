@@ -13,9 +13,8 @@ import torch
 
 from ..loss import masked_mse, normalize_patches
 from ..masking import random_masking
-from ._feedback import ExerciseError, call_learner, checker, expect_close, expect_shape, passed
-
-
+from ._feedback import ExerciseError, call_learner, checker, passed
+from ._judge import expect_close, expect_shape
 def _same(value: Any, other: torch.Tensor, atol: float = 1e-5) -> bool:
     """Like ``_feedback.same`` in double precision, with NaN equal to NaN: the no-eps mistake gives NaN."""
     return (isinstance(value, torch.Tensor) and value.shape == other.shape
