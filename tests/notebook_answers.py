@@ -266,6 +266,26 @@ def my_linear_probe(train_x, train_y, test_x, epochs=30, batch_size=1024, lr=1e-
     col = torch.arange(grid_w, dtype=torch.float64).repeat(grid_h)[:, None] * omega
     return torch.cat([col.sin(), col.cos(), row.sin(), row.cos()], dim=1).to(torch.float32)
 ''',
+    "block_mask": '''import math
+
+
+def my_block_mask(order, grid_h, grid_w, block, mask_ratio):
+    _count("block_mask")
+    length = grid_h * grid_w
+    todo = length - math.floor(length * (1 - mask_ratio))
+    per_row = math.ceil(grid_w / block)
+    mask = torch.zeros(order.shape[0], length)
+    for i, squares in enumerate(order.tolist()):
+        left = todo
+        for s in squares:
+            top, first = divmod(s, per_row)
+            for r in range(top * block, min((top + 1) * block, grid_h)):
+                for c in range(first * block, min((first + 1) * block, grid_w)):
+                    if left > 0:
+                        mask[i, r * grid_w + c] = 1.0
+                        left -= 1
+    return mask
+''',
 }
 
 # Nudges a right result into a wrong one that no checker names: floats and tensors move by 0.5, ints by 3,

@@ -79,6 +79,48 @@ def test_sincos_grid_stub_is_not_attempted(capsys):
     not_attempted(stretch.check_sincos_grid, stub, capsys, "sincos_grid")
 
 
+# ------------------------------------------------------------------------- 02 block_mask
+def block_mask_loops(order, grid_h, grid_w, block, mask_ratio):
+    length = grid_h * grid_w
+    todo = length - math.floor(length * (1 - mask_ratio))
+    per_row = math.ceil(grid_w / block)
+    mask = torch.zeros(order.shape[0], length)
+    for i, squares in enumerate(order.tolist()):
+        patches = [r * grid_w + c for s in squares
+                   for r in range(s // per_row * block, min(s // per_row * block + block, grid_h))
+                   for c in range(s % per_row * block, min(s % per_row * block + block, grid_w))]
+        mask[i, patches[:todo]] = 1.0
+    return mask
+
+
+def test_block_mask_accepts_another_style(capsys):
+    accepts(stretch.check_block_mask, block_mask_loops, capsys)
+
+
+@pytest.mark.parametrize("name, wrong, message", stretch.BLOCK_MASK_MISTAKES, ids=[m[0] for m in stretch.BLOCK_MASK_MISTAKES])
+def test_block_mask_names_each_mistake(name, wrong, message):
+    rejects(stretch.check_block_mask, wrong, message)
+
+
+@pytest.mark.parametrize("fn, phrase", [
+    (lambda *args: block_mask_loops(*args).bool(), "return floats 0.0 / 1.0"),
+    (lambda *args: block_mask_loops(*args)[0], "one row of L entries per image"),
+    (lambda o, h, w, b, r: block_mask_loops(o.flip(1), h, w, b, r), "remove the squares in order"),
+    (forgot_return, "did you forget `return`"),
+])
+def test_block_mask_rejects_other_wrong_answers(fn, phrase):
+    assert "Correct" not in rejects(stretch.check_block_mask, fn, phrase)
+
+
+def test_block_mask_is_blocky_and_exact():
+    """The reference itself, from first principles: exact count, and all but one removed square removed whole."""
+    order = torch.stack([torch.randperm(16, generator=torch.Generator().manual_seed(i)) for i in range(20)])
+    mask = stretch.block_mask(order, 7, 7, 2, 0.75)
+    assert mask.sum(dim=1).eq(37).all()
+    squares = mask.reshape(20, 7, 7)[:, :6, :6].reshape(20, 3, 2, 3, 2).sum(dim=(2, 4))  # the whole 2x2 squares
+    assert ((squares == 0) | (squares == 4)).flatten(1).sum(dim=1).ge(8).all()
+
+
 # ------------------------------------------------------------------------- every exercise
 CHECKERS = {name.removeprefix("check_"): fn for name, fn in vars(stretch).items() if name.startswith("check_")}
 
@@ -89,9 +131,20 @@ def test_only_the_stub_is_not_attempted(name):
     assert "Not attempted" not in printed
 
 
-def test_the_tables_hold_distinct_wrong_answers():
-    """Each listed mistake differs from the right answer on the checker's inputs (else it could never be named)."""
-    for d, h, w in ((8, 2, 3), (16, 3, 5)):
-        right = stretch.sincos_grid(d, h, w)
-        for name, wrong, _ in stretch.SINCOS_GRID_MISTAKES:
-            assert not torch.allclose(wrong(d, h, w), right), name
+TABLES = {  # exercise: (its mistakes, its reference, inputs like the checker's)
+    "sincos_grid": (stretch.SINCOS_GRID_MISTAKES, stretch.sincos_grid, (16, 3, 5)),
+    "block_mask": (stretch.BLOCK_MASK_MISTAKES, stretch.block_mask,
+                   (torch.stack([torch.randperm(6, generator=torch.Generator().manual_seed(i)) for i in range(2)]), 6, 8, 3, 0.6)),
+}
+
+
+@pytest.mark.parametrize("name", sorted(TABLES))
+def test_each_listed_mistake_differs_from_the_right_answer(name):
+    """Else the checker could never name it."""
+    mistakes, right, args = TABLES[name]
+    for mistake, wrong, _ in mistakes:
+        assert not torch.allclose(wrong(*args).float(), right(*args).float()), mistake
+
+
+def test_every_exercise_is_in_the_tables():
+    assert sorted(TABLES) == sorted(CHECKERS)

@@ -155,6 +155,7 @@ REFERENCES: dict[str, Callable[..., Any]] = {
     "difference_se": difference_standard_error,
     # the optional stretch exercises of 01-07
     "sincos_grid": stretch.sincos_grid,
+    "block_mask": stretch.block_mask,
 }
 
 

@@ -13,6 +13,7 @@ from typing import Any, Callable
 
 import torch
 
+from ..masking import num_kept
 from ..pos_embed import get_2d_sincos_pos_embed, sincos_1d
 from ._feedback import ExerciseError, call_learner, checker, diagnose, expect_shape, passed
 
@@ -82,3 +83,64 @@ def check_sincos_grid(fn: Callable[[int, int, int], torch.Tensor]) -> bool:
         _judge(where, got, (d, h, w), sincos_grid, SINCOS_GRID_MISTAKES,
                hint="column code in the first half, row code in the second, patches row by row")
     return passed("sincos_grid", "row by row, column code first, float32, on grids with grid_h != grid_w")
+
+
+# ------------------------------------------------------------------ 02: block masking from scratch, the ratio exact
+def _block_mask(order: torch.Tensor, grid_h: int, grid_w: int, block: int, mask_ratio: float, *,
+                removed: int | None = None, blocks_by_column: bool = False, whole_blocks: bool = False) -> torch.Tensor:
+    """The block mask, and (through the keywords) the known wrong ones."""
+    rows, cols = (t.reshape(-1) for t in _rows_cols(grid_h, grid_w))
+    blocks_h, blocks_w = -(-grid_h // block), -(-grid_w // block)
+    block_id = (cols // block) * blocks_h + rows // block if blocks_by_column else (rows // block) * blocks_w + cols // block
+    within = (rows % block) * block + cols % block  # row by row inside the block
+    position = torch.argsort(order, dim=1)  # [N, blocks]: where each block comes in the order
+    key = position[:, block_id] * block * block + within  # [N, L]: blocks never interleave
+    rank = torch.argsort(torch.argsort(key, dim=1), dim=1)
+    length = grid_h * grid_w
+    count = length - num_kept(length, mask_ratio) if removed is None else removed
+    if whole_blocks:  # stop before the block that would overshoot
+        sizes = torch.bincount(block_id, minlength=blocks_h * blocks_w)[order]  # [N, blocks] in removal order
+        done = (sizes.cumsum(dim=1) <= count).sum(dim=1, keepdim=True)
+        count = torch.gather(torch.cat([torch.zeros_like(done), sizes.cumsum(dim=1)], dim=1), 1, done)
+    return (rank < count).float()
+
+
+def block_mask(order: torch.Tensor, grid_h: int, grid_w: int, block: int, mask_ratio: float) -> torch.Tensor:
+    """Block masking with an exact count: ``[N, grid_h * grid_w]`` float32, 0 = keep, 1 = removed.
+
+    Args:
+        order: ``[N, blocks]``, a permutation per image of the ``block x block`` squares that tile the grid
+            (numbered row by row; the last row and column of squares are cut by the grid's edge).
+    Returns:
+        The mask that removes the squares in ``order``, each square's patches row by row, until exactly
+        ``L - int(L * (1 - mask_ratio))`` patches are removed.
+    """
+    return _block_mask(order, grid_h, grid_w, block, mask_ratio)
+
+
+BLOCK_MASK_MISTAKES: list[Mistake] = [
+    ("int(L * mask_ratio) removed", lambda o, h, w, b, r: _block_mask(o, h, w, b, r, removed=int(h * w * r)),
+     "removed int(L * mask_ratio) patches; MAE keeps int(L * (1 - mask_ratio)) and removes the rest"),
+    ("mask inverted", lambda o, h, w, b, r: 1 - _block_mask(o, h, w, b, r),
+     "the mask is inverted: 0 = keep, 1 = removed"),
+    ("whole blocks only", lambda o, h, w, b, r: _block_mask(o, h, w, b, r, whole_blocks=True),
+     "only whole squares are removed, so the count falls short; remove part of the next square to make it exact"),
+    ("squares numbered column by column", lambda o, h, w, b, r: _block_mask(o, h, w, b, r, blocks_by_column=True),
+     "the squares are numbered column by column; number them row by row, square (i, j) = i * blocks_w + j"),
+]
+
+
+@checker("block_mask")
+def check_block_mask(fn: Callable[[torch.Tensor, int, int, int, float], torch.Tensor]) -> bool:
+    """Check ``fn(order, grid_h, grid_w, block, mask_ratio)`` -> ``[N, L]`` float32 on grids that squares do not fit."""
+    gen = torch.Generator().manual_seed(0)
+    for n, h, w, b, ratio in ((3, 7, 7, 2, 0.75), (2, 6, 8, 3, 0.6), (2, 5, 4, 2, 0.5)):
+        blocks = -(-h // b) * -(-w // b)
+        order = torch.stack([torch.randperm(blocks, generator=gen) for _ in range(n)])
+        where = f"block_mask(order {[n, blocks]}, grid_h={h}, grid_w={w}, block={b}, mask_ratio={ratio})"
+        got = call_learner(fn, "block_mask", order.clone(), h, w, b, ratio)
+        _contract(where, got, [n, h * w], torch.float32, {(h * w,): "one row of L entries per image: [N, L]"},
+                  "the mask multiplies the loss: return floats 0.0 / 1.0 (mask.float())")
+        _judge(where, got, (order, h, w, b, ratio), block_mask, BLOCK_MASK_MISTAKES,
+               hint="remove the squares in order, each row by row, until L - int(L * (1 - mask_ratio)) are removed")
+    return passed("block_mask", "whole squares in the given order, the count exact, on grids the squares do not fit")
