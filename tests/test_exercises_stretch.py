@@ -30,6 +30,17 @@ def forgot_return(*args):
     answer += 1
 
 
+def answer_of(row):
+    """A learner's function that makes the mistake of ``row``: its wrong answer (a tensor of its shape for a shape row)."""
+    if row.shape:
+        return lambda *args: torch.zeros(row.wrong(args))
+    return lambda *args: row.wrong(args)
+
+
+def rows(table):
+    return pytest.mark.parametrize("row", table, ids=[row.name for row in table])
+
+
 def nudged(fn):
     """A wrong answer no table lists: the right one, shifted."""
     return lambda *args: fn(*args) + 0.25
@@ -58,9 +69,9 @@ def test_sincos_grid_accepts_other_styles(fn, capsys):
     accepts(stretch.check_sincos_grid, fn, capsys)
 
 
-@pytest.mark.parametrize("name, wrong, message", stretch.SINCOS_GRID_MISTAKES, ids=[m[0] for m in stretch.SINCOS_GRID_MISTAKES])
-def test_sincos_grid_names_each_mistake(name, wrong, message):
-    rejects(stretch.check_sincos_grid, wrong, message)
+@rows(stretch.SINCOS_GRID_MISTAKES)
+def test_sincos_grid_names_each_mistake(row):
+    rejects(stretch.check_sincos_grid, answer_of(row), row.message)
 
 
 @pytest.mark.parametrize("fn, phrase", [
@@ -68,6 +79,7 @@ def test_sincos_grid_names_each_mistake(name, wrong, message):
     (lambda d, h, w: sincos_grid_numpy(d, h, h), "not grid_h * grid_h"),
     (lambda d, h, w: torch.cat([torch.zeros(1, d), sincos_grid_numpy(d, h, w)]), "leave out the cls row"),
     (lambda d, h, w: sincos_grid_numpy(2 * d, h, w), "half the channels"),
+    (lambda d, h, w: sincos_grid_numpy(d, h, w)[:, : d // 2], "expected shape"),
     (nudged(sincos_grid_numpy), "values differ"),
     (forgot_return, "did you forget `return`"),
 ])
@@ -97,9 +109,9 @@ def test_block_mask_accepts_another_style(capsys):
     accepts(stretch.check_block_mask, block_mask_loops, capsys)
 
 
-@pytest.mark.parametrize("name, wrong, message", stretch.BLOCK_MASK_MISTAKES, ids=[m[0] for m in stretch.BLOCK_MASK_MISTAKES])
-def test_block_mask_names_each_mistake(name, wrong, message):
-    rejects(stretch.check_block_mask, wrong, message)
+@rows(stretch.BLOCK_MASK_MISTAKES)
+def test_block_mask_names_each_mistake(row):
+    rejects(stretch.check_block_mask, answer_of(row), row.message)
 
 
 @pytest.mark.parametrize("fn, phrase", [
@@ -142,8 +154,9 @@ TABLES = {  # exercise: (its mistakes, its reference, inputs like the checker's)
 def test_each_listed_mistake_differs_from_the_right_answer(name):
     """Else the checker could never name it."""
     mistakes, right, args = TABLES[name]
-    for mistake, wrong, _ in mistakes:
-        assert not torch.allclose(wrong(*args).float(), right(*args).float()), mistake
+    for row in mistakes:
+        if not row.shape:
+            assert not torch.allclose(row.wrong(args).float(), right(*args).float()), row.name
 
 
 def test_every_exercise_is_in_the_tables():

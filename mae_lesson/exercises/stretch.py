@@ -1,10 +1,9 @@
 """Checkers for the optional stretch exercise at the end of notebooks 01-07, and the package's answers.
 
 A stretch exercise goes one step past the notebook (nothing after it depends on it). Each one has
-the package's answer here (``sincos_grid``, ...: what the student edition falls back to), a contract
-(type, shape, dtype) checked first, and a table of known mistakes: ``(name, wrong answer, message)``,
-where the wrong answer is computed from the same inputs as the right one, so the checker names the
-mistake when the learner's output equals it.
+the package's answer here (``sincos_grid``, ...: what the student edition falls back to) and a table
+of known mistakes, ``*_MISTAKES``: :class:`~._judge.Mistake` rows whose ``wrong(case)`` computes the
+wrong answer from the check's inputs ``case`` (the arguments, as a tuple), read by :func:`~._judge.judge`.
 """
 
 from __future__ import annotations
@@ -15,27 +14,23 @@ import torch
 
 from ..masking import num_kept
 from ..pos_embed import get_2d_sincos_pos_embed, sincos_1d
-from ._feedback import ExerciseError, call_learner, checker, diagnose, expect_shape, passed
-
-# (name, the wrong answer computed from the checker's inputs, what to tell the learner)
-Mistake = tuple[str, Callable[..., Any], str]
+from ._feedback import call_learner, checker, passed
+from ._judge import Contract, Mistake, judge
 
 
-def _contract(where: str, got: Any, shape: list[int], dtype: torch.dtype, hints: dict[tuple[int, ...], str],
-              dtype_hint: str) -> None:
-    """A tensor of ``shape`` and ``dtype``; ``hints`` names the mistake behind a known wrong shape."""
-    if isinstance(got, torch.Tensor) and tuple(got.shape) != tuple(shape) and tuple(got.shape) in hints:
-        raise ExerciseError(f"{where}: expected shape {list(shape)}, got {list(got.shape)}: {hints[tuple(got.shape)]}")
-    expect_shape(where, got, shape)
-    if got.dtype != dtype:
-        raise ExerciseError(f"{where}: expected dtype {dtype}, got {got.dtype}: {dtype_hint}")
+def _row(name: str, wrong: Callable[..., Any], message: str) -> Mistake:
+    """A mistake whose wrong answer is ``wrong(*case)``: called like the exercise."""
+    return Mistake(name, lambda case: wrong(*case), message)
 
 
-def _judge(where: str, got: torch.Tensor, args: tuple, reference: Callable[..., torch.Tensor],
-           mistakes: list[Mistake], hint: str, atol: float = 1e-5) -> None:
-    """Pass if ``got`` equals ``reference(*args)``; else name the first mistake of the table it reproduces."""
-    wrong = [(fn(*args), message) for _, fn, message in mistakes]
-    diagnose(where, got, reference(*args), wrong, hint, atol=atol, rtol=1e-4)
+def _shape_row(name: str, shape: Callable[..., list[int]], message: str) -> Mistake:
+    """A mistake recognised by the answer's shape alone, ``shape(*case)``."""
+    return Mistake(name, lambda case: shape(*case), message, shape=True)
+
+
+def _dtype(where: str, dtype: torch.dtype, why: str) -> Contract:
+    """The answer must have ``dtype``; the message says what came back and why it matters."""
+    return Contract(dtype=(dtype, lambda got: f"{where}: expected dtype {dtype}, got {got.dtype}: {why}"))
 
 
 # ------------------------------------------------------------------ 01: the sin-cos table of a non-square grid
@@ -56,32 +51,35 @@ def _rows_cols(grid_h: int, grid_w: int) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.meshgrid(torch.arange(grid_h), torch.arange(grid_w), indexing="ij")
 
 
-SINCOS_GRID_MISTAKES: list[Mistake] = [
-    ("column by column", lambda d, h, w: _table(d, _rows_cols(h, w)[1].T, _rows_cols(h, w)[0].T),
-     "the patches are numbered column by column; number them row by row, patch l = row * grid_w + col, as patchify does"),
-    ("row code first", lambda d, h, w: _table(d, _rows_cols(h, w)[0], _rows_cols(h, w)[1]),
-     "the first half of the channels encodes the row; the official table puts the column's code first and the row's second"),
-    ("grid_h and grid_w swapped", lambda d, h, w: sincos_grid(d, w, h),
-     "this is the table of a grid_w x grid_h grid: grid_h counts the rows (the first coordinate), grid_w the columns"),
-    ("sin and cos interleaved", lambda d, h, w: _table(d, _rows_cols(h, w)[1], _rows_cols(h, w)[0], interleave=True),
-     "sines and cosines are interleaved; each axis's code is all its sines, then all its cosines (sincos_1d's layout)"),
-]
+SINCOS_GRID_MISTAKES = (
+    _row("column_by_column", lambda d, h, w: _table(d, _rows_cols(h, w)[1].T, _rows_cols(h, w)[0].T),
+         "the patches are numbered column by column; number them row by row, patch l = row * grid_w + col, as patchify does"),
+    _row("row_code_first", lambda d, h, w: _table(d, _rows_cols(h, w)[0], _rows_cols(h, w)[1]),
+         "the first half of the channels encodes the row; the official table puts the column's code first and the row's second"),
+    _row("grid_swapped", lambda d, h, w: sincos_grid(d, w, h),
+         "this is the table of a grid_w x grid_h grid: grid_h counts the rows (the first coordinate), grid_w the columns"),
+    _row("sin_cos_interleaved", lambda d, h, w: _table(d, _rows_cols(h, w)[1], _rows_cols(h, w)[0], interleave=True),
+         "sines and cosines are interleaved; each axis's code is all its sines, then all its cosines (sincos_1d's layout)"),
+    _shape_row("square_of_grid_h", lambda d, h, w: [h * h, d],
+               "a grid_h x grid_w grid has grid_h * grid_w patches, not grid_h * grid_h"),
+    _shape_row("square_of_grid_w", lambda d, h, w: [w * w, d],
+               "a grid_h x grid_w grid has grid_h * grid_w patches, not grid_w * grid_w"),
+    _shape_row("full_width_per_axis", lambda d, h, w: [h * w, 2 * d],
+               "each axis gets half the channels: sincos_1d(embed_dim // 2, ...)"),
+    _shape_row("cls_row", lambda d, h, w: [1 + h * w, d], "leave out the cls row; the model adds it"),
+)
 
 
 @checker("sincos_grid")
 def check_sincos_grid(fn: Callable[[int, int, int], torch.Tensor]) -> bool:
     """Check ``fn(embed_dim, grid_h, grid_w)`` -> ``[grid_h * grid_w, embed_dim]`` float32 on grids with h != w."""
-    for d, h, w in ((8, 2, 3), (16, 3, 5), (12, 4, 2)):
-        where = f"sincos_grid(embed_dim={d}, grid_h={h}, grid_w={w})"
-        got = call_learner(fn, "sincos_grid", d, h, w)
-        hints = {(h * h, d): "a grid_h x grid_w grid has grid_h * grid_w patches, not grid_h * grid_h",
-                 (w * w, d): "a grid_h x grid_w grid has grid_h * grid_w patches, not grid_w * grid_w",
-                 (h * w, 2 * d): "each axis gets half the channels: sincos_1d(embed_dim // 2, ...)",
-                 (1 + h * w, d): "leave out the cls row; the model adds it"}
-        _contract(where, got, [h * w, d], torch.float32, hints,
-                  "the model's tables are float32; end with .float() (sincos_1d computes in float64)")
-        _judge(where, got, (d, h, w), sincos_grid, SINCOS_GRID_MISTAKES,
-               hint="column code in the first half, row code in the second, patches row by row")
+    for case in ((8, 2, 3), (16, 3, 5), (12, 4, 2)):
+        where = "sincos_grid(embed_dim={}, grid_h={}, grid_w={})".format(*case)
+        got = call_learner(fn, "sincos_grid", *case)
+        judge(where, got, sincos_grid(*case), SINCOS_GRID_MISTAKES, case, atol=1e-5, rtol=1e-4,
+              hint="column code in the first half, row code in the second, patches row by row",
+              contract=_dtype(where, torch.float32, "the model's tables are float32; end with .float() "
+                                                    "(sincos_1d computes in float64)"))
     return passed("sincos_grid", "row by row, column code first, float32, on grids with grid_h != grid_w")
 
 
@@ -118,16 +116,17 @@ def block_mask(order: torch.Tensor, grid_h: int, grid_w: int, block: int, mask_r
     return _block_mask(order, grid_h, grid_w, block, mask_ratio)
 
 
-BLOCK_MASK_MISTAKES: list[Mistake] = [
-    ("int(L * mask_ratio) removed", lambda o, h, w, b, r: _block_mask(o, h, w, b, r, removed=int(h * w * r)),
-     "removed int(L * mask_ratio) patches; MAE keeps int(L * (1 - mask_ratio)) and removes the rest"),
-    ("mask inverted", lambda o, h, w, b, r: 1 - _block_mask(o, h, w, b, r),
-     "the mask is inverted: 0 = keep, 1 = removed"),
-    ("whole blocks only", lambda o, h, w, b, r: _block_mask(o, h, w, b, r, whole_blocks=True),
-     "only whole squares are removed, so the count falls short; remove part of the next square to make it exact"),
-    ("squares numbered column by column", lambda o, h, w, b, r: _block_mask(o, h, w, b, r, blocks_by_column=True),
-     "the squares are numbered column by column; number them row by row, square (i, j) = i * blocks_w + j"),
-]
+BLOCK_MASK_MISTAKES = (
+    _row("int_of_ratio_removed", lambda o, h, w, b, r: _block_mask(o, h, w, b, r, removed=int(h * w * r)),
+         "removed int(L * mask_ratio) patches; MAE keeps int(L * (1 - mask_ratio)) and removes the rest"),
+    _row("mask_inverted", lambda o, h, w, b, r: 1 - _block_mask(o, h, w, b, r),
+         "the mask is inverted: 0 = keep, 1 = removed"),
+    _row("whole_squares_only", lambda o, h, w, b, r: _block_mask(o, h, w, b, r, whole_blocks=True),
+         "only whole squares are removed, so the count falls short; remove part of the next square to make it exact"),
+    _row("squares_by_column", lambda o, h, w, b, r: _block_mask(o, h, w, b, r, blocks_by_column=True),
+         "the squares are numbered column by column; number them row by row, square (i, j) = i * blocks_w + j"),
+    _shape_row("no_batch", lambda o, h, w, b, r: [h * w], "one row of L entries per image: [N, L]"),
+)
 
 
 @checker("block_mask")
@@ -136,11 +135,11 @@ def check_block_mask(fn: Callable[[torch.Tensor, int, int, int, float], torch.Te
     gen = torch.Generator().manual_seed(0)
     for n, h, w, b, ratio in ((3, 7, 7, 2, 0.75), (2, 6, 8, 3, 0.6), (2, 5, 4, 2, 0.5)):
         blocks = -(-h // b) * -(-w // b)
-        order = torch.stack([torch.randperm(blocks, generator=gen) for _ in range(n)])
+        case = (torch.stack([torch.randperm(blocks, generator=gen) for _ in range(n)]), h, w, b, ratio)
         where = f"block_mask(order {[n, blocks]}, grid_h={h}, grid_w={w}, block={b}, mask_ratio={ratio})"
-        got = call_learner(fn, "block_mask", order.clone(), h, w, b, ratio)
-        _contract(where, got, [n, h * w], torch.float32, {(h * w,): "one row of L entries per image: [N, L]"},
-                  "the mask multiplies the loss: return floats 0.0 / 1.0 (mask.float())")
-        _judge(where, got, (order, h, w, b, ratio), block_mask, BLOCK_MASK_MISTAKES,
-               hint="remove the squares in order, each row by row, until L - int(L * (1 - mask_ratio)) are removed")
+        got = call_learner(fn, "block_mask", case[0].clone(), *case[1:])
+        judge(where, got, block_mask(*case), BLOCK_MASK_MISTAKES, case, atol=1e-6, rtol=1e-6,
+              hint="remove the squares in order, each row by row, until L - int(L * (1 - mask_ratio)) are removed",
+              contract=_dtype(where, torch.float32, "the mask multiplies the loss: return floats 0.0 / 1.0 (mask.float())"))
     return passed("block_mask", "whole squares in the given order, the count exact, on grids the squares do not fit")
+
