@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import statistics
-import sys
 import time
 import traceback
 from contextlib import nullcontext
@@ -19,14 +18,12 @@ from typing import Any, Callable
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:  # run from a plain checkout: python benchmarks/train_step.py
-    sys.path.insert(0, str(ROOT))
+from mae_lesson import MAE, Config
+from mae_lesson.errors import command_line_errors
+from mae_lesson.flops import FLOP_FORMULA, encoder_flops, train_step_flops  # noqa: F401 - the scripts import them from here
+from mae_lesson.runfolder import FolderLock, claim_results_folder, release_lock  # noqa: F401 - the scripts release
 
-from mae_lesson import MAE, Config  # noqa: E402
-from mae_lesson.flops import FLOP_FORMULA, encoder_flops, train_step_flops  # noqa: E402,F401 - the scripts import them from here
-from mae_lesson.errors import command_line_errors  # noqa: E402
-from mae_lesson.runfolder import FolderLock, claim_results_folder, release_lock  # noqa: E402,F401 - the scripts release
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def claim_results(out_dir: Path | None, names: tuple[str, ...], overwrite: bool) -> FolderLock | None:

@@ -13,8 +13,8 @@ Three side-by-side measurements (interleaved rounds, medians, one process), forw
 
 Usage::
 
-    python benchmarks/cpu_kernels.py --write-table --overwrite  # about 3 minutes on 2 cores; replaces cpu_kernels.md
-    python benchmarks/cpu_kernels.py --quick          # a few shapes, a few seconds (smoke test)
+    python -m benchmarks.cpu_kernels --write-table --overwrite  # about 3 minutes on 2 cores; replaces cpu_kernels.md
+    python -m benchmarks.cpu_kernels --quick          # a few shapes, a few seconds (smoke test)
 """
 
 from __future__ import annotations
@@ -30,13 +30,12 @@ from typing import Callable
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import ROOT, claim_results, environment, fmt, md_table, release_lock, time_interleaved  # noqa: E402
-from mae_lesson import MAE, Config  # noqa: E402
-from mae_lesson.optim import param_groups  # noqa: E402
-from mae_lesson.patch_embed import PatchEmbed  # noqa: E402
-from mae_lesson.performance import CPU_ATTENTION_TABLE  # noqa: E402
-from mae_lesson.transformer import plain_attention  # noqa: E402
+from benchmarks.common import ROOT, claim_results, environment, fmt, md_table, release_lock, time_interleaved
+from mae_lesson import MAE, Config
+from mae_lesson.optim import param_groups
+from mae_lesson.patch_embed import PatchEmbed
+from mae_lesson.performance import CPU_ATTENTION_TABLE
+from mae_lesson.transformer import plain_attention
 
 # The shapes of the course's and the benchmark's models: encoder tokens (visible + cls) 5, 13,
 # 17, 50; decoder and fine-tuning tokens 17, 50, 65, 197; heads of 16, 32 and 64; batch x heads
@@ -172,7 +171,7 @@ def measure(args: argparse.Namespace, argv: list[str] | None, out_dir: Path | No
     """The kernels timed, the report printed and written to ``out_dir`` (None: printed only)."""
     rounds = args.rounds or (2 if args.quick else 7)
     grid = QUICK if args.quick else {"tokens": TOKENS, "head_dims": HEAD_DIMS, "batch_heads": BATCH_HEADS}
-    result = {"command": "python benchmarks/cpu_kernels.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+    result = {"command": "python -m benchmarks.cpu_kernels " + " ".join(argv if argv is not None else sys.argv[1:]),
               "started": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "env": environment(),
               "attention": measure_attention(grid["tokens"], grid["head_dims"], grid["batch_heads"], rounds),
               "patch_embed": measure_patch_embed(rounds, args.quick), "adamw": measure_adamw(rounds, args.quick)}

@@ -18,10 +18,10 @@ AdamW on CPU, peak from a measured bf16 matmul), for tests and machines without 
 
 Usage::
 
-    python benchmarks/gpu_train_step.py                  # on a GPU machine; writes benchmarks/results_gpu.{md,json}
+    python -m benchmarks.gpu_train_step                  # on a GPU machine; writes benchmarks/results_gpu.{md,json}
                                                          # (--overwrite to replace them)
-    python benchmarks/gpu_train_step.py --no-compile --batch 64
-    python benchmarks/gpu_train_step.py --dry-run        # CPU, toy sizes, about 15 s
+    python -m benchmarks.gpu_train_step --no-compile --batch 64
+    python -m benchmarks.gpu_train_step --dry-run        # CPU, toy sizes, about 15 s
 """
 
 from __future__ import annotations
@@ -35,13 +35,12 @@ from typing import Any
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import (  # noqa: E402
+from benchmarks.common import (
     FLOP_FORMULA, FULL_CONFIGS, IMPLEMENTATIONS, LABELS, QUICK_CONFIGS, ROOT, build_impl, claim_results,
     environment, fmt, matmul_rate, md_table, paired_ratio, release_lock, summary, sync, time_interleaved,
     train_step_flops, warm_up,
 )
-from mae_lesson.utils import log  # noqa: E402
+from mae_lesson.utils import log
 
 # Dense (no sparsity) tensor-core peaks in TFLOP/s from NVIDIA datasheets: bf16, or fp16 where the
 # GPU has no bf16 (T4, V100). Matched in order against torch.cuda.get_device_name().

@@ -3,9 +3,9 @@
 Prints the top operators by self CPU time for each implementation at one configuration, so a
 missed speed target can be explained by the operator that takes the time.
 
-    python benchmarks/profile_step.py                       # tiny config, batch 256
-    python benchmarks/profile_step.py --config vit_tiny_28  # a ViT-Tiny shape: heads of 64
-    python benchmarks/profile_step.py --config vit_b16 --steps 2
+    python -m benchmarks.profile_step                       # tiny config, batch 256
+    python -m benchmarks.profile_step --config vit_tiny_28  # a ViT-Tiny shape: heads of 64
+    python -m benchmarks.profile_step --config vit_b16 --steps 2
 
 ``--config`` takes any configuration of ``train_step.py`` (``common.FULL_CONFIGS``), at its batch.
 """
@@ -20,8 +20,7 @@ from pathlib import Path
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import CONFIG_NAMES, build_impl, configs, warm_up  # noqa: E402
+from benchmarks.common import CONFIG_NAMES, build_impl, configs, warm_up
 
 
 def profile_impl(name: str, config: str, steps: int, rows: int, batch: int | None) -> str:
@@ -48,7 +47,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", default=None, help="also append the tables to this markdown file")
     args = parser.parse_args(argv)
     torch.manual_seed(0)
-    command = "python benchmarks/profile_step.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    command = "python -m benchmarks.profile_step " + " ".join(argv if argv is not None else sys.argv[1:])
     parts = [f"Command: `{command.strip()}` ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, "
              f"{torch.get_num_threads()} threads)\n"]
     for name in args.impls:

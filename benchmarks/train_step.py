@@ -63,9 +63,9 @@ The same run measures:
 
 Usage::
 
-    python benchmarks/train_step.py --overwrite     # full run, replaces benchmarks/results_cpu.{md,json}
-    python benchmarks/train_step.py --quick --out /tmp/bench   # smoke run (under a minute)
-    python benchmarks/train_step.py --configs vit_tiny_28 vit_tiny_32 --update   # rerun two, keep the rest
+    python -m benchmarks.train_step --overwrite     # full run, replaces benchmarks/results_cpu.{md,json}
+    python -m benchmarks.train_step --quick --out /tmp/bench   # smoke run (under a minute)
+    python -m benchmarks.train_step --configs vit_tiny_28 vit_tiny_32 --update   # rerun two, keep the rest
 """
 
 from __future__ import annotations
@@ -82,15 +82,14 @@ from typing import Any, Callable
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import (  # noqa: E402
+from benchmarks.common import (
     CONFIG_NAMES, FLOP_FORMULA, IMPLEMENTATIONS, LABELS, ROOT, Config, build_impl, claim_results, configs,
     encoder_flops, environment, fmt, fmt_spread, make_inputs, md_table, parity_loss, ratio_spread, spread, summary,
     release_lock, time_interleaved, train_step_flops, warm_up,
 )
-from mae_lesson.masking import num_kept, random_masking  # noqa: E402
-from mae_lesson.utils import log  # noqa: E402
-from mae_lesson.patch_embed import patch_tokens, prepend_cls  # noqa: E402
+from mae_lesson.masking import num_kept, random_masking
+from mae_lesson.patch_embed import patch_tokens, prepend_cls
+from mae_lesson.utils import log
 
 DEVICE = torch.device("cpu")
 RESULT_FILES = ("results_cpu.md", "results_cpu.json")
@@ -138,7 +137,7 @@ def probe_memory(impl_name: str, config_name: str, quick: bool) -> dict[str, Any
 
 
 def measure_memory(impl_name: str, config_name: str, quick: bool, threads: int) -> dict[str, Any]:
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--probe-memory", impl_name, "--probe-config", config_name,
+    cmd = [sys.executable, "-m", "benchmarks.train_step", "--probe-memory", impl_name, "--probe-config", config_name,
            "--threads", str(threads)] + (["--quick"] if quick else [])
     env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "131072", "PYTHONWARNINGS": "ignore"}
     try:
@@ -551,7 +550,7 @@ def measure(args: argparse.Namespace, argv: list[str] | None, out_dir: Path | No
     torch.manual_seed(0)
 
     results: dict[str, Any] = {
-        "command": "python " + " ".join([str(Path(sys.argv[0]).as_posix())] + (argv if argv is not None else sys.argv[1:])),
+        "command": " ".join(["python -m benchmarks.train_step", *(argv if argv is not None else sys.argv[1:])]),
         "quick": q, "started": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "env": environment(),
         "flop_formula": FLOP_FORMULA, "configs": {}, "matmul": {}, "mask_tokens": [], "loader": {},
     }

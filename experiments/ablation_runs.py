@@ -9,26 +9,24 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from mae_lesson.classifier import ViTClassifier
+from mae_lesson.config import Config, load_recipe
+from mae_lesson.evaluate import evaluate_loss, extract_features, knn_classify, linear_probe
+from mae_lesson.finetune import FinetuneArgs, finetune, predict
+from mae_lesson.flops import forward_flops
+from mae_lesson.model import MAE
+from mae_lesson.patch_embed import patch_tokens, prepend_cls
+from mae_lesson.pretrain import PretrainArgs, pretrain
+from mae_lesson.utils import log  # noqa: F401 - ablations.py imports it from here
+from mae_lesson.viz import read_metrics
 
-from mae_lesson.classifier import ViTClassifier  # noqa: E402
-from mae_lesson.config import Config, load_recipe  # noqa: E402
-from mae_lesson.evaluate import evaluate_loss, extract_features, knn_classify, linear_probe  # noqa: E402
-from mae_lesson.finetune import FinetuneArgs, finetune, predict  # noqa: E402
-from mae_lesson.flops import forward_flops  # noqa: E402
-from mae_lesson.model import MAE  # noqa: E402
-from mae_lesson.patch_embed import patch_tokens, prepend_cls  # noqa: E402
-from mae_lesson.pretrain import PretrainArgs, pretrain  # noqa: E402
-from mae_lesson.utils import log  # noqa: E402,F401 - ablations.py imports it from here
-from mae_lesson.viz import read_metrics  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 RECIPE = load_recipe("pretrain_cpu")  # the main job's recipe: lr, batch, weight decay, warm-up share
 

@@ -9,32 +9,30 @@ settings are recorded beside it (``<stem>.settings.json``): resuming it with oth
 (``--overwrite`` starts its rows over), and one sweep at a time writes into ``--out`` (its ``.lock``).
 Tables, figures and verdicts are drawn from the CSV (``experiments/ablation_report.py``).
 
-    python experiments/ablations.py --only budget    # 1. the default setting at 1..5 epochs: choose the budget
-    python experiments/ablations.py                  # 2. the seeded sweep on the p7 model at that budget
-    python experiments/ablations.py --only normpix   # 3. why norm-pix encoders fine-tune worse
-    python experiments/ablations.py --sweep p4       # the earlier one-seed patch-4 sweep (ablations.csv)
-    python experiments/ablations.py --only target --values norm_pix --seeds 3 --epochs 4 --out runs/mine
+    python -m experiments.ablations --only budget    # 1. the default setting at 1..5 epochs: choose the budget
+    python -m experiments.ablations                  # 2. the seeded sweep on the p7 model at that budget
+    python -m experiments.ablations --only normpix   # 3. why norm-pix encoders fine-tune worse
+    python -m experiments.ablations --sweep p4       # the earlier one-seed patch-4 sweep (ablations.csv)
+    python -m experiments.ablations --only target --values norm_pix --seeds 3 --epochs 4 --out runs/mine
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-import ablation_report as report  # noqa: E402  (experiments/, beside this file)
-from ablation_report import LEGEND, draw_figures, read_rows, tick_label, write_rows  # noqa: E402,F401  (notebook 09)
-from ablation_runs import (  # noqa: E402,F401  (EncoderWithMaskTokens: notebook 09 and the tests)
+from experiments import ablation_report as report
+from experiments.ablation_report import LEGEND, draw_figures, read_rows, tick_label, write_rows  # noqa: F401  (notebook 09)
+from experiments.ablation_runs import (  # noqa: F401  (EncoderWithMaskTokens: notebook 09 and the tests)
     RECIPE, EncoderWithMaskTokens, Sweep, eval_cost, evaluate_run, feature_scales, finetune_accuracy, log,
     needs_pretraining, pretrain_cost, pretrain_setting, print_plan, run_dir, run_name, steps_for)
-from mae_lesson.data import load_fashion_mnist  # noqa: E402
-from mae_lesson.errors import RunError, command_line_errors  # noqa: E402
-from mae_lesson.runfolder import acquire_lock, check_out_path, release_lock  # noqa: E402
+from mae_lesson.data import load_fashion_mnist
+from mae_lesson.errors import RunError, command_line_errors
+from mae_lesson.runfolder import acquire_lock, check_out_path, release_lock
+
+ROOT = Path(__file__).resolve().parents[1]
 
 SHIPPED_CHECKPOINT = "data/mae_fashion_mnist_tiny.pt"
 COLUMNS = ["ablation", "value", "seed", "recon_loss", "linear_probe", "knn", "finetune", "epoch_seconds",
@@ -93,7 +91,7 @@ def resolve_budget(args: argparse.Namespace, sweep: Sweep) -> tuple[int, str]:
         rows = [r for r in read_rows(path) if int(r["seed"]) == args.seeds[0]]
         if len(rows) < len(args.budget_epochs) + 1:
             raise SystemExit(f"no budget chosen: {path} holds {len(rows)} of the budget probe's "
-                             f"{len(args.budget_epochs) + 1} points. Run `python experiments/ablations.py --only "
+                             f"{len(args.budget_epochs) + 1} points. Run `python -m experiments.ablations --only "
                              f"budget` first, or pass --epochs N")
         args.epochs = report.choose_budget(rows, args.budget_margin / 100)
         if args.epochs is None:

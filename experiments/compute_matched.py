@@ -7,9 +7,9 @@ with the ``scratch_deit`` recipe, trains for the number of steps whose analytic 
 beside. One CSV row per finished run (budget, arm, seed, ...), test accuracy on all 10,000 test
 images; a row already in the CSV is not redone (delete it to redo it), so the study resumes.
 
-    python experiments/compute_matched.py --seeds 0 1 2                    # both budgets (50 and 150 epochs)
-    python experiments/compute_matched.py --seeds 0 --search blr=1e-3,2e-3,4e-3   # tune both arms first
-    python experiments/compute_matched.py --figures-only                   # figure, table, one sentence
+    python -m experiments.compute_matched --seeds 0 1 2                    # both budgets (50 and 150 epochs)
+    python -m experiments.compute_matched --seeds 0 --search blr=1e-3,2e-3,4e-3   # tune both arms first
+    python -m experiments.compute_matched --figures-only                   # figure, table, one sentence
 
 ``--search KEY=V1,V2 ...`` trains every combination for both arms at each budget given (seed
 ``--search-seed``) on the training images but the last ``--val-images``, scores them on those,

@@ -5,7 +5,7 @@ Each run folder holds the ``probe.json`` written by
 probe and kNN accuracy against pretraining epochs, one line per kind of feature, with the raw-pixel
 baselines of the results table (``docs/results/results.json``) as dashed lines.
 
-    python experiments/probe_vs_epochs.py
+    python -m experiments.probe_vs_epochs
 """
 
 from __future__ import annotations

@@ -13,19 +13,16 @@ import io
 import re
 
 import os
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:  # plain `pytest` (not `python -m pytest`) from an uninstalled checkout
-    sys.path.insert(0, str(ROOT))
+from mae_lesson import MAE, Config
+from mae_lesson.exercises import ExerciseError
 
-from mae_lesson import MAE, Config  # noqa: E402
-from mae_lesson.exercises import ExerciseError  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 # The guide's configs/mae_config.yaml, typed in from the guide (not read from the package),
 # plus the two course keys the package adds.

@@ -15,16 +15,15 @@ import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "experiments"))
 
-import ablation_report as report  # noqa: E402
-from ablation_report import AGREES, DISAGREES, UNRESOLVED, Stat, verdict  # noqa: E402
-from ablation_runs import eval_cost, finished, pretrain_args, pretrain_cost, pretrain_setting  # noqa: E402
-from ablations import SHIPPED_CHECKPOINT, SWEEPS, EncoderWithMaskTokens, main, run_name, tick_label  # noqa: E402
+from experiments import ablation_report as report
+from experiments.ablation_report import AGREES, DISAGREES, UNRESOLVED, Stat, verdict
+from experiments.ablation_runs import eval_cost, finished, pretrain_args, pretrain_cost, pretrain_setting
+from experiments.ablations import SHIPPED_CHECKPOINT, SWEEPS, EncoderWithMaskTokens, main, run_name, tick_label
 
-from mae_lesson import MAE  # noqa: E402
-from mae_lesson.config import Config  # noqa: E402
-from mae_lesson.data import DEBIAN_FASHION_MNIST  # noqa: E402
+from mae_lesson import MAE
+from mae_lesson.config import Config
+from mae_lesson.data import DEBIAN_FASHION_MNIST
 
 TINY = {"img_size": 28, "patch_size": 4, "in_chans": 1, "embed_dim": 32, "encoder_depth": 1, "encoder_num_heads": 2,
         "decoder_embed_dim": 32, "decoder_depth": 1, "decoder_num_heads": 2}
@@ -247,11 +246,11 @@ def test_normpix_report_compares_the_two_targets():
 def test_sweep_budget_and_normpix_share_runs_and_resume(tmp_path):
     tiny = ["--out", str(tmp_path), "--batch-size", "32", "--train-images", "256", "--test-images", "100",
             "--probe-images", "128", "--finetune-steps", "1", "--seeds", "0"]
-    script = [sys.executable, str(ROOT / "experiments" / "ablations.py")]
+    script = [sys.executable, "-m", "experiments.ablations"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MPLBACKEND": "Agg"}
 
     def run(*extra: str, check: bool = True, stderr: bool = False) -> str:
-        done = subprocess.run(script + tiny + list(extra), env=env, timeout=600, capture_output=True, text=True)
+        done = subprocess.run(script + tiny + list(extra), env=env, timeout=600, capture_output=True, text=True, cwd=ROOT)
         assert done.returncode == 0 or not check, done.stderr[-3000:]
         return done.stdout + (done.stderr if stderr else "")
 
@@ -317,4 +316,4 @@ def test_readme_and_docs_quote_the_committed_seeded_sweep():
     assert table in readme, "README's verdict table differs from ablations_p7.csv: paste report.verdict_table"
     assert table in (ROOT / "docs" / "ablations.md").read_text()
     assert f"{sweep_wall_hours(rows):.1f} hours" in readme
-    assert "python experiments/ablations.py" in readme
+    assert "python -m experiments.ablations" in readme

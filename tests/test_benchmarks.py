@@ -12,13 +12,12 @@ import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from mae_lesson.flops import forward_flops_by_part, train_step_flops  # noqa: E402
+from mae_lesson.flops import forward_flops_by_part, train_step_flops
 
-from mae_lesson import MAE, Config  # noqa: E402
+from mae_lesson import MAE, Config
 
-from common import CONFIG_NAMES  # noqa: E402
+from benchmarks.common import CONFIG_NAMES
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
 
@@ -42,7 +41,7 @@ def test_analytic_flops_match_pytorchs_counter(name):
 
 
 def test_cpu_benchmark_quick_writes_report(tmp_path):
-    cmd = [sys.executable, str(ROOT / "benchmarks" / "train_step.py"), "--quick", "--out", str(tmp_path), "--threads", "1"]
+    cmd = [sys.executable, "-m", "benchmarks.train_step", "--quick", "--out", str(tmp_path), "--threads", "1"]
     subprocess.run(cmd, check=True, env=ENV, timeout=600, capture_output=True, cwd=ROOT)
     results = json.loads((tmp_path / "results_cpu.json").read_text())
     tiny = results["configs"]["fashion_mnist_tiny"]["implementations"]
@@ -85,13 +84,13 @@ def test_cpu_benchmark_quick_writes_report(tmp_path):
     (1.01, 1.02, 1.04, "level"), (1.01, 1.05, 1.08, "narrow lead"), (0.90, 0.95, 0.99, "narrow deficit"),
 ])
 def test_verdict_reads_the_spread_over_rounds(low, median, high, expected):
-    from train_step import verdict
+    from benchmarks.train_step import verdict
 
     assert verdict({"min": low, "median": median, "max": high}) == expected
 
 
 def test_gpu_benchmark_dry_run_on_cpu(tmp_path):
-    cmd = [sys.executable, str(ROOT / "benchmarks" / "gpu_train_step.py"), "--dry-run", "--out", str(tmp_path)]
+    cmd = [sys.executable, "-m", "benchmarks.gpu_train_step", "--dry-run", "--out", str(tmp_path)]
     subprocess.run(cmd, check=True, env=ENV, timeout=600, capture_output=True, cwd=ROOT)
     results = json.loads((tmp_path / "results_gpu.json").read_text())
     assert results["dry_run"] and results["amp_dtype"] == "torch.bfloat16"
@@ -104,24 +103,24 @@ def test_gpu_benchmark_dry_run_on_cpu(tmp_path):
 def test_gpu_benchmark_refuses_without_gpu():
     if torch.cuda.is_available():
         pytest.skip("a GPU is present")
-    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu_train_step.py")], env=ENV, timeout=120,
+    done = subprocess.run([sys.executable, "-m", "benchmarks.gpu_train_step"], env=ENV, timeout=120,
                           capture_output=True, text=True, cwd=ROOT)
     assert done.returncode == 2 and "no CUDA GPU is visible" in done.stderr and "--dry-run" in done.stderr
 
 
 def test_profile_names_the_operators(tmp_path):
-    from profile_step import main as profile_main
+    from benchmarks.profile_step import main as profile_main
 
     out = tmp_path / "profile.md"
     profile_main(["--batch", "4", "--steps", "1", "--impls", "mae_lesson", "hf_sdpa", "--rows", "5", "--out", str(out)])
     text = out.read_text()
-    assert text.startswith("Command: `python benchmarks/profile_step.py --batch 4")
+    assert text.startswith("Command: `python -m benchmarks.profile_step --batch 4")
     assert text.count("## mae_lesson") == 1 and text.count("## hf_sdpa") == 1 and "aten::" in text
 
 
 def test_readme_quotes_the_committed_cpu_benchmark():
     """The README's speed table is the committed run's "every configuration" table, row for row."""
-    from train_step import versus_hf_table
+    from benchmarks.train_step import versus_hf_table
 
     results = json.loads((ROOT / "benchmarks" / "results_cpu.json").read_text())
     readme = (ROOT / "README.md").read_text()

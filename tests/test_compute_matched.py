@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import importlib.util
 import json
 from dataclasses import asdict
 from pathlib import Path
@@ -11,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from experiments import compute_matched as cm
 from mae_lesson import MAE, Config
 from mae_lesson.augment import augment_batch, auto_augment, batch_mixer, soft_targets
 from mae_lesson.cli import check_recipe
@@ -18,11 +18,6 @@ from mae_lesson.config import load_recipe
 from mae_lesson.data import DEBIAN_FASHION_MNIST, ImageData, normalize
 from mae_lesson.finetune import FinetuneArgs, finetune
 from mae_lesson.flops import forward_flops, train_step_flops
-
-ROOT = Path(__file__).resolve().parents[1]
-_spec = importlib.util.spec_from_file_location("compute_matched", ROOT / "experiments" / "compute_matched.py")
-cm = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(cm)
 
 MEAN, STD = (0.2860,), (0.3530,)
 TINY_P7 = {"img_size": 28, "patch_size": 7, "in_chans": 1, "embed_dim": 16, "encoder_depth": 1, "encoder_num_heads": 2,

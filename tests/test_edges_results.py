@@ -16,11 +16,10 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "experiments"))
 
-from ablations import main as ablations_main  # noqa: E402
+from experiments.ablations import main as ablations_main
 
-from mae_lesson.data import DEBIAN_FASHION_MNIST  # noqa: E402
+from mae_lesson.data import DEBIAN_FASHION_MNIST
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore", "MPLBACKEND": "Agg"}
 BENCHMARKS = [  # script, its arguments for a toy run, the files it writes
@@ -34,7 +33,7 @@ BENCHMARKS = [  # script, its arguments for a toy run, the files it writes
 def test_a_benchmark_refuses_a_folder_that_holds_its_results(tmp_path, script, toy, names):
     (tmp_path / names[1]).write_text('{"earlier": "results"}')
     (tmp_path / "notes.md").write_text("mine")
-    cmd = [sys.executable, str(ROOT / "benchmarks" / script), *toy, "--out", str(tmp_path)]
+    cmd = [sys.executable, "-m", f"benchmarks.{Path(script).stem}", *toy, "--out", str(tmp_path)]
     done = subprocess.run(cmd, env=ENV, timeout=600, capture_output=True, text=True, cwd=ROOT)
     assert done.returncode == 2, done.stdout[-2000:] + done.stderr[-2000:]
     lines = done.stderr.strip().splitlines()

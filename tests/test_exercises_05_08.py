@@ -488,7 +488,7 @@ def test_notebooks_05_08_follow_the_course_conventions(name, checker):
     import json
     from pathlib import Path
 
-    from mae_lesson.notebook import badge_markdown, setup_cell_source
+    from tools.notebooks import badge_markdown, setup_cell_source
 
     nb = json.loads((Path(__file__).resolve().parents[1] / "notebooks" / name).read_text())
     cells = nb["cells"]

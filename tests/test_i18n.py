@@ -122,7 +122,7 @@ def test_badges_pointed_at_a_fork_follow_without_going_stale(repo, capsys):
     upstream, fork = "mae-lesson/mae-lesson/blob/main", "someone/mae-lesson/blob/workshop-1"
 
     def change(nb):
-        for cell in nb["cells"]:  # as mae_lesson.notebook --repo-url does: every badge and Colab link
+        for cell in nb["cells"]:  # as tools.notebooks --repo-url does: every badge and Colab link
             cell["source"] = source_text(cell).replace(upstream, fork)
 
     _edit(repo / "notebooks" / f"{STEM}.ipynb", change)

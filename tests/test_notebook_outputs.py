@@ -1,7 +1,7 @@
 """What the committed notebooks may hold: no machine's paths, progress bars, stderr or warnings,
 each file under 350 KB; and 00's list of shipped checkpoints is the one in ``data/``.
 
-Run ``python -m mae_lesson.notebook --clean notebooks/NN_name.ipynb`` after executing a notebook.
+Run ``python -m tools.notebooks --clean notebooks/NN_name.ipynb`` after executing a notebook.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 import mae_lesson
-from mae_lesson.notebook import PROGRESS_RE, notebook_paths, repo_root
+from tools.notebooks import PROGRESS_RE, notebook_paths, repo_root
 
 MAX_BYTES = 350 * 1024
 NOTEBOOKS = notebook_paths()
@@ -54,7 +54,7 @@ def test_outputs_hold_no_absolute_path(path):
         for match in ABSOLUTE_PATH.finditer(text):
             leaks.append(f"{label}: ...{text[max(0, match.start() - 40):match.end() + 40]!r}...")
         leaks += [f"{label}: {p}" for p in _machine_paths() if p in text]
-    assert not leaks, "absolute paths in outputs (python -m mae_lesson.notebook --clean FILE):\n" + "\n".join(leaks[:10])
+    assert not leaks, "absolute paths in outputs (python -m tools.notebooks --clean FILE):\n" + "\n".join(leaks[:10])
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
@@ -69,7 +69,7 @@ def test_outputs_hold_no_progress_bar_or_stderr(path):
             problems.append(f"{label}: a progress bar: {PROGRESS_RE.search(text).group(0)!r}")
         if "application/vnd.jupyter.widget-view+json" in out.get("data", {}):
             problems.append(f"{label}: a widget output")
-    assert not problems, "python -m mae_lesson.notebook --clean FILE removes these:\n" + "\n".join(problems[:10])
+    assert not problems, "python -m tools.notebooks --clean FILE removes these:\n" + "\n".join(problems[:10])
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from mae_lesson import notebook as nbtool
+from tools import notebooks as nbtool
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -308,17 +308,17 @@ def test_github_path(url, path):
 
 @pytest.mark.parametrize("path", nbtool.notebook_paths(), ids=lambda p: p.name)
 def test_each_notebook_has_the_generated_badge_and_setup_cell(path):
-    """The committed notebooks hold what the generator writes (`python -m mae_lesson.notebook` re-syncs)."""
+    """The committed notebooks hold what the generator writes (`python -m tools.notebooks` re-syncs)."""
     nb = json.loads(path.read_text())
     setups = [c for c in nb["cells"] if c["cell_type"] == "code" and "".join(c["source"]).startswith(nbtool.SETUP_MARK)]
     assert len(setups) == 1 and "".join(setups[0]["source"]) == nbtool.setup_cell_source(), \
-        f"{path.name}: set-up cell differs from the generator's; run python -m mae_lesson.notebook"
+        f"{path.name}: set-up cell differs from the generator's; run python -m tools.notebooks"
     assert nbtool.badge_markdown(path.name) in "".join(nb["cells"][0]["source"])
     for cell in nb["cells"]:
         text = "".join(cell["source"])
         if cell["cell_type"] == "markdown":
             assert nbtool.colab_links(text) == text, \
-                f"{path.name}: a link to a notebook without its Colab twin; run python -m mae_lesson.notebook"
+                f"{path.name}: a link to a notebook without its Colab twin; run python -m tools.notebooks"
 
 
 def test_run_minutes_from_cell_timestamps(tmp_path, capsys):

@@ -19,14 +19,12 @@ from __future__ import annotations
 import json
 import os
 import re
-import sys
 import tempfile
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import notebook_answers  # noqa: E402
+import notebook_answers  # tests/, which pytest puts on the path beside conftest.py
 
 nbformat = pytest.importorskip("nbformat")
 nbclient = pytest.importorskip("nbclient")

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "experiments"))
+from experiments.probe_vs_epochs import draw, load_points, main
 
-from probe_vs_epochs import draw, load_points, main  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def write_probe(folder: Path, run: str, probe: float, knn: float) -> None:

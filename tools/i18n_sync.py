@@ -82,7 +82,7 @@ def counterparts(root: Path) -> dict[str, str]:
 # ----------------------------------------------------------------------------- links
 
 # "Open in Colab" and GitHub links to a file of this repository, a fork or a pinned tag:
-# group 1 is the site, group 2 "owner/repo/blob/ref" (rewritten by python -m mae_lesson.notebook --repo-url).
+# group 1 is the site, group 2 "owner/repo/blob/ref" (rewritten by python -m tools.notebooks --repo-url).
 REPO_URL = re.compile(r"(https://(?:colab\.research\.google\.com/github|github\.com)/)([\w.-]+/[\w.-]+/blob/[\w.-]+)/")
 CODE_SPANS = re.compile(r"(```.*?```|~~~.*?~~~|`[^`\n]*`)", re.S)  # never rewrite inside code
 _MD_TARGET = re.compile(r"(\]\(\s*)(<[^>\n]*>|[^)\s]+)")  # [text](target "title") and ![alt](target)
@@ -188,7 +188,7 @@ def translate(key: str, english: str, store: dict, report: Report) -> str:
 def _follow_repo_url(english: str, entry: dict) -> str | None:
     """The translation with the English's repository links, if they are all that changed, else None.
 
-    Pointing the badges at a fork or a tag (python -m mae_lesson.notebook --repo-url URL --tag TAG)
+    Pointing the badges at a fork or a tag (python -m tools.notebooks --repo-url URL --tag TAG)
     rewrites "owner/repo/blob/ref" in the English; the translation still holds the old one. When
     putting the old one back into the English gives the hash the translation was made from, the
     translation is current and only its links follow.

@@ -1,7 +1,7 @@
 """A classroom kit for machines without network: the course's wheels and Fashion-MNIST in one folder.
 
-    python tools/offline_kit.py KIT/                         # wheels for requirements.txt, the data, the repository
-    python tools/offline_kit.py KIT/ --pip-arg=--platform=manylinux2014_x86_64 \\
+    python -m tools.offline_kit KIT/                         # wheels for requirements.txt, the data, the repository
+    python -m tools.offline_kit KIT/ --pip-arg=--platform=manylinux2014_x86_64 \\
         --pip-arg=--python-version=3.11 --pip-arg=--only-binary=:all:    # for other learners' machines
 
 Run it online, on the operating system and Python version of the learners' machines (or name
@@ -21,11 +21,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # run as a script from a checkout: the package's data finder below
+from mae_lesson.data import fashion_mnist_sources
+from mae_lesson.pretrained import DATA_DIR
 
-from mae_lesson.data import fashion_mnist_sources  # noqa: E402
-from mae_lesson.pretrained import DATA_DIR  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 FASHION_FILES = [f"{split}-{kind}" for split in ("train", "t10k") for kind in ("images-idx3-ubyte", "labels-idx1-ubyte")]
 
@@ -114,7 +113,7 @@ def build_kit(out: Path, requirements: Path, pip_args: list[str] | None = None, 
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python tools/offline_kit.py", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m tools.offline_kit", description=__doc__.split("\n\n")[0])
     parser.add_argument("out", type=Path, help="the kit's folder (created)")
     parser.add_argument("--requirements", type=Path, default=ROOT / "requirements.txt",
                         help="what to download (default: %(default)s)")

@@ -8,7 +8,7 @@ Each notebook runs in a fresh kernel from the notebooks/ folder, as a learner ru
 Minutes are wall-clock from the first cell to the last (kernel start excluded). The machine (CPU,
 cores, torch threads, load average before and after each notebook) is recorded beside the minutes,
 so a reader can tell an idle-core measurement from a shared one. A full run's outputs are cleaned
-(progress bars, stderr, warnings, absolute paths) with mae_lesson.notebook.clean_notebook, and
+(progress bars, stderr, warnings, absolute paths) with tools.notebooks.clean_notebook, and
 its figures are stored as 256-colour PNGs (about half the bytes, no visible change for line plots
 and image grids) so that each notebook stays under the 350 KB the repository allows.
 
@@ -68,7 +68,7 @@ def shrink_png(data: str) -> str:
 
 def shrink_figures(path: Path) -> bool:
     """Store every PNG output of a notebook with ``shrink_png``; True if the file changed."""
-    from mae_lesson.notebook import read_notebook, write_notebook
+    from tools.notebooks import read_notebook, write_notebook
 
     nb = read_notebook(path)
     changed = False
@@ -112,7 +112,7 @@ def run_one(path: Path, quick: bool, save: bool) -> dict:
             os.environ["MAE_LESSON_QUICK"] = env_backup
     if save:
         nbformat.write(nb, path)
-        from mae_lesson.notebook import clean_notebook
+        from tools.notebooks import clean_notebook
 
         clean_notebook(path)
         shrink_figures(path)
