@@ -14,7 +14,6 @@ from tqdm.auto import tqdm
 
 from .config import Config
 from .data import ImageData, eval_transform
-from .masking import masking_noise
 from .model import MAE
 from .utils import on_device
 
@@ -117,7 +116,7 @@ def evaluate_loss(model: MAE, data: ImageData, cfg: Config, device: torch.device
     with on_device(model, device):
         for start in range(0, n, batch_size):
             imgs = eval_transform(data.images[start:start + batch_size], data, cfg.img_size).to(device)
-            noise = masking_noise(cfg.mask_type, imgs.shape[0], model.patch_embed.grid_size, cfg.mask_ratio, "cpu", gen)
+            noise = model.mask_noise(imgs.shape[0], mask_ratio=cfg.mask_ratio, generator=gen, device="cpu")
             total += float(model(imgs, noise=noise.to(device))["loss"]) * imgs.shape[0]
             count += imgs.shape[0]
     return total / count

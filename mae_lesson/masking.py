@@ -4,6 +4,10 @@ Every type works the same way: it draws a noise value per patch and keeps the
 ``len_keep = int(L * (1 - mask_ratio))`` patches with the *smallest* noise (argsort). The types
 differ only in how the noise is drawn, so every image keeps exactly ``len_keep`` patches and a
 batch stays one rectangular tensor. Mask convention (official code): 0 = keep, 1 = removed.
+
+One path: :func:`masking_noise` draws the noise (the only place that does), :func:`random_masking`
+turns noise into the kept tokens, the mask and ``ids_restore``. ``MAE.mask_noise`` asks
+:func:`masking_noise` for the model's configured type; training, evaluation and the figures ask it.
 """
 
 from __future__ import annotations
@@ -24,6 +28,13 @@ def block_side(grid_h: int, grid_w: int) -> int:
     7x7 grid (Fashion-MNIST, p=4): 2x2 blocks; 14x14 (224, p=16): 3x3; 16x16: 4x4.
     """
     return max(2, min(grid_h, grid_w) // 4)
+
+
+def uniform_noise(
+    batch: int, length: int, device: torch.device | str | None = None, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """``[N, L]`` uniform noise: the paper's random masking (any subset of patches equally likely)."""
+    return torch.rand(batch, length, device=device, generator=generator)
 
 
 def masking_noise(
@@ -49,7 +60,7 @@ def masking_noise(
     length = grid_h * grid_w
     if mask_ratio == 0:
         return torch.arange(length, device=device, dtype=torch.float32).expand(batch, length)
-    uniform = torch.rand(batch, length, device=device, generator=generator)
+    uniform = uniform_noise(batch, length, device, generator)
     if mask_type == "random":
         return uniform
     rows = torch.arange(grid_h, device=device)[:, None].expand(grid_h, grid_w).reshape(-1)
@@ -82,7 +93,8 @@ def random_masking(
     Args:
         x: ``[N, L, D]`` patch tokens (position embeddings already added).
         mask_ratio: fraction of tokens to remove, in [0, 1).
-        noise: ``[N, L]``; ``None`` draws uniform noise (random masking).
+        noise: ``[N, L]`` (for instance from :func:`masking_noise`); ``None`` draws uniform noise
+            (random masking).
     Returns:
         x_masked ``[N, len_keep, D]``, mask ``[N, L]`` (0 keep, 1 removed, float),
         ids_restore ``[N, L]`` (where each patch went in the shuffled order).
@@ -90,7 +102,7 @@ def random_masking(
     n, length, dim = x.shape
     len_keep = num_kept(length, mask_ratio)
     if noise is None:
-        noise = torch.rand(n, length, device=x.device)
+        noise = uniform_noise(n, length, x.device)
     elif noise.shape != (n, length):
         raise ValueError(f"noise must have shape [N, L] = {[n, length]}, got {list(noise.shape)}")
     ids_shuffle = torch.argsort(noise, dim=1)  # ascend: small is keep, large is remove

@@ -193,8 +193,9 @@ class MAE(nn.Module):
         """The noise ``[N, L]`` that decides a batch's mask, for ``config.mask_type``.
 
         The one place the model's masks come from: the forward pass, the engine, the evaluation
-        and the figures all ask here. ``grid_hw`` defaults to the configured patch grid,
-        ``mask_ratio`` to the configured one; ``generator`` makes the draw reproducible.
+        and the figures all ask here, so a subclass that overrides it changes every one of them.
+        ``grid_hw`` defaults to the configured patch grid, ``mask_ratio`` to the configured one;
+        ``generator`` makes the draw reproducible.
         """
         grid_hw = tuple(grid_hw or self.patch_embed.grid_size)
         mask_ratio = self.mask_ratio if mask_ratio is None else mask_ratio
@@ -203,7 +204,13 @@ class MAE(nn.Module):
     def random_masking(
         self, x: torch.Tensor, mask_ratio: float, noise: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Keep ``int(L * (1 - mask_ratio))`` tokens per image.
+        """Keep ``int(L * (1 - mask_ratio))`` tokens per image: the official method, as an adapter.
+
+        :func:`masking.random_masking` with the noise of :meth:`mask_noise`. It is also the hook of
+        the guide's ``CustomMAE``: a subclass that overrides ``random_masking(x, mask_ratio)`` owns
+        the masks of every forward pass that is given no ``noise``. A forward pass given ``noise``
+        (the engine, ``evaluate_loss``) keeps exactly that noise's mask; to change those masks too,
+        override :meth:`mask_noise`.
 
         Args:
             x: ``[N, L, D]``. noise: ``[N, L]`` fixes the mask (smallest noise kept); ``None``
@@ -233,13 +240,12 @@ class MAE(nn.Module):
         grid_hw = self.check_images(imgs)
         pos_embed, _ = self.position_tables(grid_hw)
         x = patch_tokens(self.patch_embed, pos_embed, imgs)  # [N, L, D]
-        if noise is None and type(self).random_masking is not MAE.random_masking:
-            # A subclass that overrides random_masking(x, mask_ratio) (the guide's CustomMAE) owns its masks.
-            x, mask, ids_restore = self.random_masking(x, mask_ratio)
+        if noise is None and grid_hw != tuple(self.patch_embed.grid_size):
+            noise = self.mask_noise(x.shape[0], grid_hw, mask_ratio, device=x.device)  # for this grid
+        if noise is None:
+            x, mask, ids_restore = self.random_masking(x, mask_ratio)  # the overridable hook (see its docstring)
         else:
-            if noise is None:
-                noise = self.mask_noise(x.shape[0], grid_hw, mask_ratio, device=x.device)
-            x, mask, ids_restore = self.random_masking(x, mask_ratio, noise=noise)
+            x, mask, ids_restore = random_masking(x, mask_ratio, noise)
         x = prepend_cls(self.cls_token, pos_embed, x)  # [N, 1 + L_keep, D]
         return self.norm(self.run_blocks(self.blocks, x)), mask, ids_restore
 
@@ -288,8 +294,9 @@ class MAE(nn.Module):
         mask_ratio = self.mask_ratio if mask_ratio is None else mask_ratio
         if not 0 <= mask_ratio < 1:
             raise ValueError(f"mask_ratio must be in [0, 1), got {mask_ratio}")
-        latent, mask, ids_restore = self.forward_encoder(imgs, mask_ratio, noise)
-        pred = self.forward_decoder(latent, ids_restore, self.check_images(imgs))
+        latent, mask, ids_restore = self.forward_encoder(imgs, mask_ratio, noise)  # checks imgs
+        grid_hw = (imgs.shape[-2] // self.patch_size, imgs.shape[-1] // self.patch_size)
+        pred = self.forward_decoder(latent, ids_restore, grid_hw)
         loss = self.forward_loss(imgs, pred, mask)
         return {"loss": loss, "pred": pred, "mask": mask, "latent": latent, "ids_restore": ids_restore}
 

@@ -142,6 +142,78 @@ def test_a_subclass_that_overrides_random_masking_owns_its_masks():
     assert calls == [0.75] and out["mask"][0].tolist() == [0.0] * 4 + [1.0] * 12
 
 
+def _keep_first_noise(batch: int, length: int, device=None) -> torch.Tensor:
+    """Ascending noise: every image keeps its first patches in image order."""
+    return torch.arange(length, dtype=torch.float32, device=device).expand(batch, length)
+
+
+def _tiny_test_data(n: int = 6):
+    from mae_lesson.data import ImageData
+
+    gen = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (n, 1, 16, 16), dtype=torch.uint8, generator=gen)
+    return ImageData(images, torch.zeros(n, dtype=torch.long), ("a",), (0.5,), (0.25,))
+
+
+def test_noise_is_drawn_in_one_place(monkeypatch):
+    """masking.uniform_noise is the one draw: the plain function, masking_noise and the model's forward all use it."""
+    from mae_lesson import masking
+
+    monkeypatch.setattr(masking, "uniform_noise", lambda batch, length, device=None, generator=None:
+                        _keep_first_noise(batch, length, device))
+    first_four = [0.0] * 4 + [1.0] * 12
+    assert masking.random_masking(torch.randn(2, 16, 8), 0.75)[1][0].tolist() == first_four
+    assert masking.masking_noise("random", 2, (4, 4), 0.75).equal(_keep_first_noise(2, 16))
+    assert MAE(TINY)(torch.randn(2, 1, 16, 16))["mask"][1].tolist() == first_four
+
+
+def test_a_mask_noise_override_changes_forward_and_evaluation():
+    """mask_noise is the model's one source of masks: the forward pass and evaluate_loss both follow an override."""
+    from mae_lesson.evaluate import evaluate_loss
+
+    class KeepFirstNoise(MAE):
+        def mask_noise(self, batch, grid_hw=None, mask_ratio=None, generator=None, device=None):
+            grid_h, grid_w = grid_hw or self.patch_embed.grid_size
+            return _keep_first_noise(batch, grid_h * grid_w, device)
+
+    torch.manual_seed(0)
+    plain = MAE(TINY).eval()
+    custom = KeepFirstNoise(TINY).eval()
+    custom.load_state_dict(plain.state_dict())
+    assert custom(torch.randn(2, 1, 16, 16))["mask"][0].tolist() == [0.0] * 4 + [1.0] * 12
+    data = _tiny_test_data()
+    imgs = (data.images.float() / 255 - 0.5) / 0.25
+    with torch.no_grad():
+        expected = float(plain(imgs, noise=_keep_first_noise(len(imgs), 16))["loss"])
+    got = evaluate_loss(custom, data, custom.config, "cpu")
+    assert got == pytest.approx(expected, rel=1e-6)
+    assert got != pytest.approx(evaluate_loss(plain, data, plain.config, "cpu"), rel=1e-6)
+
+
+def test_a_random_masking_override_still_takes_given_noise():
+    """The guide's two-argument override owns the masks drawn in forward; given noise (the engine, evaluate_loss) is kept."""
+    from mae_lesson.evaluate import evaluate_loss
+
+    class KeepFirst(MAE):
+        def random_masking(self, x, mask_ratio):
+            return super().random_masking(x, mask_ratio, _keep_first_noise(x.shape[0], x.shape[1]))
+
+    model = KeepFirst(TINY).eval()
+    imgs = torch.randn(2, 1, 16, 16)
+    assert model(imgs)["mask"][0].tolist() == [0.0] * 4 + [1.0] * 12
+    reversed_noise = _keep_first_noise(2, 16).flip(-1)
+    assert model(imgs, noise=reversed_noise)["mask"][0].tolist() == [1.0] * 12 + [0.0] * 4
+    assert evaluate_loss(model, _tiny_test_data(), model.config, "cpu") > 0
+
+
+def test_the_images_are_checked_once_per_forward(monkeypatch):
+    calls = []
+    real = MAE.check_images
+    monkeypatch.setattr(MAE, "check_images", lambda self, imgs: calls.append(1) or real(self, imgs))
+    MAE(TINY)(torch.randn(2, 1, 16, 16))
+    assert len(calls) == 1
+
+
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float16])
 def test_images_of_another_float_dtype_get_a_message_with_the_fix(dtype):
     model = MAE(TINY)
