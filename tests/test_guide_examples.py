@@ -491,7 +491,8 @@ def test_model_variants(reference):
     expected = {"mae_base_config": 111_655_680, "mae_large_config": 329_239_296, "mae_huge_config": None}
     for name, published in expected.items():
         variant = ns[name]
-        model = MAE(variant)  # merged into the guide's defaults (224 px, 16 px patches)
+        with torch.device("meta"):  # sized without allocating the weights
+            model = MAE(variant)  # merged into the guide's defaults (224 px, 16 px patches)
         count = model.count_parameters()
         assert count == reference.param_count(variant), name
         if published is not None:
