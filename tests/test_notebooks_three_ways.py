@@ -8,10 +8,11 @@
 - ``wrong``: every exercise answered wrong in a way no checker lists (the right answer, its result
   nudged): every check says "Not correct", never "Correct", and the notebook goes on with the references.
 
-One kernel per notebook and way, quick mode: all 30 runs took 334 s on this repository's 2-core CPU
-(7 December 2026, load average about 2; ``pytest -q tests/test_notebooks_three_ways.py --durations=0``),
-06 the longest at about 22 s a way. Marked ``slow``, still run in CI. ``MAE_LESSON_THREE_WAYS=01,05``
-limits a local run to some notebooks (05's check of the assembled MAE expects 01, 03 and 04 run first).
+One kernel per notebook and way, quick mode. The three ways run side by side, at most
+``MAE_LESSON_THREE_WAYS_JOBS`` kernels at once (default 2, one torch thread each), each way's notebooks
+in order (05 assembles the MAE from what 01-04 of the same way kept); the first test to ask for a result
+starts them all. Marked ``slow``, still run in CI. ``MAE_LESSON_THREE_WAYS=01,05`` limits a local run to
+some notebooks (05's check of the assembled MAE expects 01, 03 and 04 run first).
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ import json
 import os
 import re
 import tempfile
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -73,22 +76,50 @@ def prepare(path: Path, way: str) -> tuple[nbformat.NotebookNode, list[str]]:
 
 def run_notebook(path: Path, way: str) -> tuple[nbformat.NotebookNode, list[str], dict]:
     nb, names = prepare(path, way)
-    env_before = {k: os.environ.get(k) for k in ("MAE_LESSON_QUICK", "MPLBACKEND", "MAE_LESSON_MY_MAE")}
-    os.environ.update(MAE_LESSON_QUICK="1", MPLBACKEND="Agg", MAE_LESSON_MY_MAE=str(MY_MAE / way))
-    try:
-        client = nbclient.NotebookClient(nb, timeout=600, kernel_name="python3",
-                                         resources={"metadata": {"path": str(path.parent)}})
-        client.execute()  # raises CellExecutionError if any cell fails: Run All would stop there
-    finally:
-        for key, value in env_before.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+    # The kernel's own environment (not os.environ: two kernels start at once from two threads).
+    env = {**os.environ, "MAE_LESSON_QUICK": "1", "MPLBACKEND": "Agg", "MAE_LESSON_MY_MAE": str(MY_MAE / way)}
+    if JOBS > 1:
+        env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")  # two kernels on two cores, not four threads
+    client = nbclient.NotebookClient(nb, timeout=600, kernel_name="python3",
+                                     resources={"metadata": {"path": str(path.parent)}})
+    client.execute(env=env)  # raises CellExecutionError if any cell fails: Run All would stop there
     text = "".join(out.get("text", "") for out in nb.cells[-1].outputs if out.get("output_type") == "stream")
     report = json.loads(text.split(REPORT, 1)[1])
     RAN.add((path.name[:2], way))
     return nb, names, report
+
+
+JOBS = int(os.environ.get("MAE_LESSON_THREE_WAYS_JOBS", "2"))
+_RUNS: dict[tuple[str, str], Future] = {}
+_START = threading.Lock()
+
+
+def result(path: Path, way: str) -> tuple[nbformat.NotebookNode, list[str], dict]:
+    """The run of ``path`` the ``way`` learner's way; the first call starts every case's run."""
+    with _START:
+        if not _RUNS:
+            _start_all()
+    return _RUNS[(path.name, way)].result()
+
+
+def _start_all() -> None:
+    pool = ThreadPoolExecutor(max_workers=JOBS, thread_name_prefix="three-ways")
+    by_way: dict[str, list[Path]] = {}
+    for path, way in CASES:
+        by_way.setdefault(way, []).append(path)
+    # Notebook by notebook, the three ways interleaved; a run waits for the same way's previous notebook.
+    previous: dict[str, Future | None] = dict.fromkeys(by_way)
+    for index in range(max(len(paths) for paths in by_way.values())):
+        for way, paths in by_way.items():
+            if index < len(paths):
+                previous[way] = _RUNS[(paths[index].name, way)] = pool.submit(_after, previous[way], paths[index], way)
+    pool.shutdown(wait=False)
+
+
+def _after(before: Future | None, path: Path, way: str) -> tuple[nbformat.NotebookNode, list[str], dict]:
+    if before is not None:
+        before.exception()  # wait; a failed earlier notebook fails its own test, this one still runs
+    return run_notebook(path, way)
 
 
 def verdicts(nb: nbformat.NotebookNode) -> dict[str, list[str]]:
@@ -110,7 +141,7 @@ CASES = [(path, way) for path in NOTEBOOKS for way in ("stub", "right", "wrong")
 @pytest.mark.slow
 @pytest.mark.parametrize("path, way", CASES, ids=[f"{p.name[:2]}-{w}" for p, w in CASES])
 def test_run_all_goes_to_the_end(path: Path, way: str) -> None:
-    nb, names, report = run_notebook(path, way)
+    nb, names, report = result(path, way)
     lines = verdicts(nb)
     assert names, f"{path.name}: no exercise found"
     for name in names:
