@@ -7,7 +7,7 @@ missed speed target can be explained by the operator that takes the time.
     python -m benchmarks.profile_step --config vit_tiny_28  # a ViT-Tiny shape: heads of 64
     python -m benchmarks.profile_step --config vit_b16 --steps 2
 
-``--config`` takes any configuration of ``train_step.py`` (``common.FULL_CONFIGS``), at its batch.
+``--config`` takes any configuration of ``benchmarks.train_step`` (``common.FULL_CONFIGS``), at its batch.
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from pathlib import Path
 
 import torch
 from torch.profiler import ProfilerActivity, profile

@@ -79,12 +79,42 @@ def test_cpu_benchmark_quick_writes_report(tmp_path):
     assert "--update" in updated["command"] and ", then `" in updated["command"]
 
 
+def test_mask_token_study_times_the_sweeps_encoder_on_every_token_and_on_visible_ones():
+    """One encoder-with-mask-tokens (the ablation sweep's); its record has the report's fields."""
+    from benchmarks import mask_tokens
+    from experiments.ablation_runs import EncoderWithMaskTokens
+
+    cfg = Config(img_size=16, patch_size=4, in_chans=1, embed_dim=16, encoder_depth=1, encoder_num_heads=2,
+                 decoder_embed_dim=16, decoder_depth=1, decoder_num_heads=2)  # 16 patches, 4 visible
+    model = EncoderWithMaskTokens(cfg)
+    imgs, noise = torch.randn(2, 1, 16, 16), torch.rand(2, 16)
+    fns = mask_tokens.encoder_pass_fns(model, imgs, noise, 0.75)
+    fns["with_mask_tokens"]()
+    assert model.encoder_mask_token.grad is not None  # the learned token is in the timed pass
+    fns["visible_only"]()
+    assert model.encoder_mask_token.grad is None
+    result = mask_tokens.measure("toy", cfg, batch=2, rounds=2, device=torch.device("cpu"))
+    assert (result.tokens_all, result.tokens_visible) == (17, 5)
+    assert result.with_mask_tokens["rounds"] == 2 and result.speedup_paired > 0 and result.flop_ratio > 3
+
+
+def test_memory_probe_reports_the_steps_peak_in_its_own_process():
+    from benchmarks import memory
+
+    if not Path("/proc/self/status").exists():
+        pytest.skip("reads /proc/self (Linux)")
+    result = memory.measure("mae_lesson", "fashion_mnist_tiny", quick=True, threads=1)
+    assert set(result) == {"baseline_rss_mb", "peak_rss_mb", "step_peak_delta_mb", "method"}, result
+    assert result["peak_rss_mb"] >= result["baseline_rss_mb"] > 0
+    assert "error" in memory.measure("no_such_impl", "fashion_mnist_tiny", quick=True, threads=1)
+
+
 @pytest.mark.parametrize("low, median, high, expected", [
     (1.05, 1.10, 1.20, "lead"), (0.90, 0.93, 0.97, "behind"), (0.95, 1.10, 1.20, "level"),
     (1.01, 1.02, 1.04, "level"), (1.01, 1.05, 1.08, "narrow lead"), (0.90, 0.95, 0.99, "narrow deficit"),
 ])
 def test_verdict_reads_the_spread_over_rounds(low, median, high, expected):
-    from benchmarks.train_step import verdict
+    from benchmarks.train_step_report import verdict
 
     assert verdict({"min": low, "median": median, "max": high}) == expected
 
@@ -120,7 +150,7 @@ def test_profile_names_the_operators(tmp_path):
 
 def test_readme_quotes_the_committed_cpu_benchmark():
     """The README's speed table is the committed run's "every configuration" table, row for row."""
-    from benchmarks.train_step import versus_hf_table
+    from benchmarks.train_step_report import versus_hf_table
 
     results = json.loads((ROOT / "benchmarks" / "results_cpu.json").read_text())
     readme = (ROOT / "README.md").read_text()
