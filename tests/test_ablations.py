@@ -11,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import matplotlib.pyplot as plt
 import pytest
 import torch
 
@@ -317,3 +318,19 @@ def test_readme_and_docs_quote_the_committed_seeded_sweep():
     assert table in (ROOT / "docs" / "ablations.md").read_text()
     assert f"{sweep_wall_hours(rows):.1f} hours" in readme
     assert "python -m experiments.ablations" in readme
+
+
+def test_seeded_figure_draws_each_row_on_one_scale():
+    # A 0.01 loss gap in one ablation beside a 0.3 gap in another: on separate scales both fill their panel.
+    rows = (rows_of({("mask_ratio", "0.1"): [0.25] * 3, ("mask_ratio", "0.9"): [0.60] * 3}, "recon_loss")
+            + rows_of({("decoder_depth", "1"): [0.395] * 3, ("decoder_depth", "8"): [0.385] * 3}, "recon_loss"))
+    fig = report.seeded_figure(report.aggregate(rows), "test")
+    try:
+        top, bottom = fig.axes[:2], fig.axes[2:4]
+        for row in (top, bottom):
+            assert row[0].get_ylim() == row[1].get_ylim()
+            assert "one scale" in row[0].get_ylabel()  # the figure says so
+        low, high = bottom[0].get_ylim()
+        assert high - low > 0.3  # the decoder-depth panel spans the mask ratio's range, not its own 0.01
+    finally:
+        plt.close(fig)
