@@ -17,7 +17,7 @@ import torch
 
 from mae_lesson.classifier import ViTClassifier
 from mae_lesson.config import Config, load_recipe
-from mae_lesson.evaluate import evaluate_loss, extract_features, knn_classify, linear_probe
+from mae_lesson.evaluate import evaluate_encoder, evaluate_loss, extract_features
 from mae_lesson.finetune import FinetuneArgs, finetune, predict
 from mae_lesson.flops import forward_flops
 from mae_lesson.model import MAE
@@ -110,8 +110,9 @@ def pretrain_args(args: argparse.Namespace, sweep: Sweep, overrides: dict, seed:
     base = Config.from_file(sweep.config)
     overrides = {k: v for k, v in overrides.items() if base.get(k) != v}
     steps_per_epoch = max(1, len(args.train) // args.batch_size)
-    return PretrainArgs(config=sweep.config, overrides=overrides, train_images=args.train_images, epochs=10**6,
-                        max_steps=steps, schedule_steps=steps, batch_size=args.batch_size, blr=args.blr,
+    return PretrainArgs(config=sweep.config, overrides=overrides, dataset=args.dataset, epochs=10**6,
+                        train_images=args.train_images, max_steps=steps, schedule_steps=steps,
+                        batch_size=args.batch_size, blr=args.blr,
                         warmup_epochs=sweep.warmup_fraction * steps / steps_per_epoch,
                         weight_decay=RECIPE["weight_decay"], min_lr=RECIPE["min_lr"], out=str(folder),
                         progress=False, seed=seed, ckpt_every_steps=10**9, log_every_steps=max(1, steps // 20),
@@ -185,14 +186,12 @@ def evaluate_run(model: MAE, args: argparse.Namespace, seed: int) -> dict:
     """Reconstruction loss, linear probe and kNN (fitted on ``--probe-images``), a short fine-tune."""
     tick = time.perf_counter()
     model.eval()
-    sub_train = args.train.subset(args.probe_images)
-    train_x = extract_features(model, sub_train, "cls", progress=False)
-    test_x = extract_features(model, args.test, "cls", progress=False)
-    probe = linear_probe(train_x, sub_train.labels, test_x, args.test.labels, epochs=20, seed=seed)
+    frozen = evaluate_encoder(model, args.train.subset(args.probe_images), args.test, "cls", probe_epochs=20, seed=seed,
+                              progress=False)
     scores = {
         "recon_loss": evaluate_loss(model, args.test, model.config, torch.device("cpu"), max_images=len(args.test)),
-        "linear_probe": probe["accuracy"],
-        "knn": knn_classify(train_x, sub_train.labels, test_x, args.test.labels)["accuracy"],
+        "linear_probe": frozen["linear_probe"],
+        "knn": frozen["knn"],
         "finetune": finetune_accuracy(model, args, seed, args.finetune_steps, args.finetune_blr),
     }
     return {**scores, "eval_seconds": time.perf_counter() - tick}

@@ -28,7 +28,7 @@ from experiments.ablation_report import LEGEND, draw_figures, read_rows, tick_la
 from experiments.ablation_runs import (  # noqa: F401  (EncoderWithMaskTokens: notebook 09 and the tests)
     RECIPE, EncoderWithMaskTokens, Sweep, eval_cost, evaluate_run, feature_scales, finetune_accuracy, log,
     needs_pretraining, pretrain_cost, pretrain_setting, print_plan, run_dir, run_name, steps_for)
-from mae_lesson.data import load_fashion_mnist
+from mae_lesson.data import DATASETS, load_dataset
 from mae_lesson.errors import RunError, command_line_errors
 from mae_lesson.runfolder import acquire_lock, check_out_path, release_lock
 
@@ -347,6 +347,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--finetune-blr", type=float, default=4e-3)
     parser.add_argument("--finetune-crop", type=float, default=0.8, help="RandomResizedCrop scale lower bound")
     parser.add_argument("--data-root", default=str(ROOT / "data"))
+    parser.add_argument("--dataset", default="fashion_mnist",
+                        help=f"a registered dataset ({', '.join(DATASETS)}) or a folder of class sub-folders; the "
+                             f"sweep's config must fit its images (default: %(default)s)")
     parser.add_argument("--figures-only", action="store_true", help="redraw tables and figures from the CSVs")
     parser.add_argument("--overwrite", action="store_true",
                         help="start the study's CSV over (deletes its rows and recorded settings; finished runs are "
@@ -383,8 +386,8 @@ def main(argv: list[str] | None = None) -> None:
         out.mkdir(parents=True, exist_ok=True)
         lock = acquire_lock(out)  # one sweep at a time: two would write the same CSVs and runs
         try:
-            args.train = load_fashion_mnist(args.data_root, "train").subset(args.train_images)
-            args.test = load_fashion_mnist(args.data_root, "test").subset(args.test_images)
+            args.train = load_dataset(args.dataset, args.data_root, "train").subset(args.train_images)
+            args.test = load_dataset(args.dataset, args.data_root, "test").subset(args.test_images)
             start = time.perf_counter()
             path = {"budget": run_budget, "normpix": run_normpix, None: run_sweep}[study](args, sweep)
         finally:

@@ -18,7 +18,7 @@ import math
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
@@ -271,22 +271,36 @@ def eight_bit(img: Any) -> Any:
     return img
 
 
+# A dataset is one entry: name -> loader(root, split, download) returning that split as ImageData
+# (uint8 [N, C, H, W], labels, class names, the training images' per-channel mean/std). Every
+# command (pretraining, the results table and probe, fine-tuning, the ablations) finds its data here.
+DatasetLoader = Callable[[Path, str, bool], ImageData]
+DATASETS: dict[str, DatasetLoader] = {
+    "fashion_mnist": load_fashion_mnist,
+    "cifar10": load_cifar10,
+}
+DATASET_ALIASES = {"fashion-mnist": "fashion_mnist", "fmnist": "fashion_mnist", "cifar-10": "cifar10"}
+
+
 def load_dataset(name: str, root: str | Path = "data", split: str = "train", download: bool = False,
                  img_size: int | tuple[int, int] = 32, in_chans: int = 3, strict_images: bool = False) -> ImageData:
-    """``fashion_mnist``, ``cifar10``, or a path to an image folder (its ``split`` subfolder if present).
+    """A dataset of :data:`DATASETS` by name, or a path to an image folder (its ``split`` subfolder if present).
 
     An image folder is loaded at ``img_size`` with ``in_chans`` channels (the model config's);
     ``strict_images`` refuses one with unreadable files instead of skipping them.
+
+    Raises:
+        ValueError: for a name that is neither registered nor a folder, listing the registered names.
     """
-    if name in ("fashion_mnist", "fashion-mnist", "fmnist"):
-        return load_fashion_mnist(root, split, download)
-    if name in ("cifar10", "cifar-10"):
-        return load_cifar10(root, split, download)
+    name = DATASET_ALIASES.get(name, name)
+    if name in DATASETS:
+        return DATASETS[name](Path(root), split, download)
     folder = Path(name)
     if folder.is_dir():
         return load_image_folder(folder / split if (folder / split).is_dir() else folder, img_size, in_chans,
                                  strict_images)
-    raise ValueError(f"Unknown dataset {name!r}: use 'fashion_mnist', 'cifar10' or a folder of class subfolders")
+    raise ValueError(f"Unknown dataset {name!r}: use one of {', '.join(map(repr, DATASETS))} (registered in "
+                     f"mae_lesson.data.DATASETS) or a folder of class subfolders")
 
 
 # ------------------------------------------------------------------------------ transforms

@@ -1,10 +1,13 @@
 """Judging a model: test reconstruction loss, and frozen features by linear probe and kNN.
 
 Features are computed once (``extract_features``) and cached as a tensor, so a linear probe
-trains in seconds on CPU: the encoder never runs again.
+trains in seconds on CPU: the encoder never runs again. :func:`evaluate_encoder` is the one way
+every command (the results table, the ablations) and notebook scores an encoder's features.
 """
 
 from __future__ import annotations
+
+from typing import Any, Iterator
 
 import numpy as np
 import torch
@@ -47,16 +50,25 @@ def pixel_features(data: ImageData) -> torch.Tensor:
 
 def linear_probe(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor, test_y: torch.Tensor,
                  epochs: int = 30, batch_size: int = 1024, lr: float = 1e-3, weight_decay: float = 0.0,
-                 seed: int = 0) -> dict[str, float | torch.Tensor]:
+                 seed: int = 0, batchnorm: bool = True) -> dict[str, float | torch.Tensor]:
     """The paper's probe on cached features: BatchNorm without affine, then a linear layer.
 
     Trained with AdamW and a cosine schedule (the paper uses LARS at ImageNet batch sizes).
-    Returns ``{"accuracy", "predictions"}`` on the test features.
+
+    Args:
+        train_x, test_x: features ``[N, D]`` and ``[M, D]``; train_y, test_y: labels ``[N]``, ``[M]``.
+        batchnorm: ``False`` drops the BatchNorm, so the linear layer sees the raw features (the
+            ablation of notebook 10: the features' scale then matters).
+    Returns:
+        ``{"accuracy", "predictions"}`` on the test features (predictions ``[M]``).
     """
     gen = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     classes = int(train_y.max()) + 1
-    head = nn.Sequential(nn.BatchNorm1d(train_x.shape[1], affine=False, eps=1e-6), nn.Linear(train_x.shape[1], classes))
+    # BatchNorm without affine has no parameters, so it draws nothing from the seeded RNG: the
+    # linear layer starts from the same weights with or without it.
+    norm = nn.BatchNorm1d(train_x.shape[1], affine=False, eps=1e-6) if batchnorm else nn.Identity()
+    head = nn.Sequential(norm, nn.Linear(train_x.shape[1], classes))
     nn.init.trunc_normal_(head[1].weight, std=0.01)
     nn.init.zeros_(head[1].bias)
     optimizer = torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=weight_decay)
@@ -103,6 +115,25 @@ def summarize(values: list[float]) -> str:
     return f"{arr.mean():.1f} ± {arr.std(ddof=1) if len(arr) > 1 else 0:.1f} (n={len(arr)})"
 
 
+def fixed_mask_batches(model: MAE, data: ImageData, max_images: int = 2000, batch_size: int = 500,
+                       seed: int = 0, cfg: Config | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """The batches :func:`evaluate_loss` scores, each with its masks' noise, on the CPU.
+
+    The first ``max_images`` images of ``data``, normalised at ``cfg.img_size``; the noise ``[n, L]``
+    at ``cfg.mask_ratio`` comes from ``model.mask_noise`` with one generator seeded with ``seed``, so
+    every call sees the same masks (``cfg``: the model's config when ``None``).
+
+    Yields:
+        ``(imgs [n, C, H, W], noise [n, L])`` with ``n <= batch_size``.
+    """
+    cfg = model.config if cfg is None else cfg
+    gen = torch.Generator().manual_seed(seed)
+    for start in range(0, min(max_images, len(data)), batch_size):
+        imgs = eval_transform(data.images[start:start + batch_size], data, cfg.img_size)
+        # The model's own source of masks, so a subclass that overrides mask_noise is evaluated on its masks.
+        yield imgs, model.mask_noise(imgs.shape[0], mask_ratio=cfg.mask_ratio, generator=gen, device="cpu")
+
+
 @torch.no_grad()
 def evaluate_loss(model: MAE, data: ImageData, cfg: Config, device: torch.device | str,
                   max_images: int = 2000, batch_size: int = 500, seed: int = 0) -> float:
@@ -110,13 +141,42 @@ def evaluate_loss(model: MAE, data: ImageData, cfg: Config, device: torch.device
 
     The model runs in eval mode on ``device`` for the call and comes back to its own device and mode.
     """
-    gen = torch.Generator().manual_seed(seed)
     total, count = 0.0, 0
-    n = min(max_images, len(data))
     with on_device(model, device):
-        for start in range(0, n, batch_size):
-            imgs = eval_transform(data.images[start:start + batch_size], data, cfg.img_size).to(device)
-            noise = model.mask_noise(imgs.shape[0], mask_ratio=cfg.mask_ratio, generator=gen, device="cpu")
-            total += float(model(imgs, noise=noise.to(device))["loss"]) * imgs.shape[0]
+        for imgs, noise in fixed_mask_batches(model, data, max_images, batch_size, seed, cfg):
+            total += float(model(imgs.to(device), noise=noise.to(device))["loss"]) * imgs.shape[0]
             count += imgs.shape[0]
     return total / count
+
+
+def evaluate_features(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor, test_y: torch.Tensor,
+                      probe_epochs: int = 30, batchnorm: bool = True, k: int = 20, seed: int = 0) -> dict[str, Any]:
+    """Linear probe (:func:`linear_probe`) and kNN (:func:`knn_classify`) on cached features.
+
+    Args:
+        train_x, test_x: features ``[N, D]`` and ``[M, D]``; train_y, test_y: labels ``[N]``, ``[M]``.
+    Returns:
+        ``{"linear_probe", "knn"}`` test accuracies and their ``"probe_predictions"``, ``"knn_predictions"`` ``[M]``.
+    """
+    probe = linear_probe(train_x, train_y, test_x, test_y, epochs=probe_epochs, seed=seed, batchnorm=batchnorm)
+    knn = knn_classify(train_x, train_y, test_x, test_y, k=k)
+    return {"linear_probe": probe["accuracy"], "knn": knn["accuracy"], "probe_predictions": probe["predictions"],
+            "knn_predictions": knn["predictions"]}
+
+
+def evaluate_encoder(model: MAE, train: ImageData, test: ImageData, pool: str = "cls", probe_epochs: int = 30,
+                     batchnorm: bool = True, k: int = 20, seed: int = 0, device: torch.device | str = "cpu",
+                     progress: bool = True) -> dict[str, Any]:
+    """An encoder's frozen features scored by linear probe and kNN: fitted on ``train``, tested on ``test``.
+
+    Args:
+        pool: ``cls``, ``mean`` or ``both`` (see :func:`extract_features`).
+        probe_epochs, batchnorm, seed: the linear probe's (:func:`linear_probe`); k: the kNN's neighbours.
+        device: where the encoder runs; the probe and kNN run on the CPU.
+    Returns:
+        :func:`evaluate_features`'s dict plus ``"test_features"`` ``[M, D]`` (``[M, 2D]`` for ``both``).
+    """
+    train_x = extract_features(model, train, pool, device=device, progress=progress)
+    test_x = extract_features(model, test, pool, device=device, progress=progress)
+    scores = evaluate_features(train_x, train.labels, test_x, test.labels, probe_epochs, batchnorm, k, seed)
+    return {**scores, "test_features": test_x}

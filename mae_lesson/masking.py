@@ -5,7 +5,8 @@ Every type works the same way: it draws a noise value per patch and keeps the
 differ only in how the noise is drawn, so every image keeps exactly ``len_keep`` patches and a
 batch stays one rectangular tensor. Mask convention (official code): 0 = keep, 1 = removed.
 
-One path: :func:`masking_noise` draws the noise (the only place that does), :func:`random_masking`
+One path: :func:`masking_noise` draws the noise (the only place that does, through the type's
+function in :data:`MASK_TYPES`, each starting from :func:`uniform_noise`), :func:`random_masking`
 turns noise into the kept tokens, the mask and ``ids_restore``. ``MAE.mask_noise`` asks
 :func:`masking_noise` for the model's configured type; training, evaluation and the figures ask it.
 """
@@ -13,8 +14,6 @@ turns noise into the kept tokens, the mask and ``ids_restore``. ``MAE.mask_noise
 from __future__ import annotations
 
 import torch
-
-MASK_TYPES = ("random", "block", "grid")
 
 
 def num_kept(num_patches: int, mask_ratio: float) -> int:
@@ -37,6 +36,59 @@ def uniform_noise(
     return torch.rand(batch, length, device=device, generator=generator)
 
 
+def random_noise(batch: int, grid_hw: tuple[int, int], mask_ratio: float, device: torch.device | str | None = None,
+                 generator: torch.Generator | None = None) -> torch.Tensor:
+    """``random``: :func:`uniform_noise` ``[N, L]``; any subset is equally likely (the paper's default)."""
+    return uniform_noise(batch, grid_hw[0] * grid_hw[1], device, generator)
+
+
+def _rows_cols(grid_hw: tuple[int, int], device: torch.device | str | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Row and column of every patch, ``[L]`` each, in patch order."""
+    grid_h, grid_w = grid_hw
+    rows = torch.arange(grid_h, device=device)[:, None].expand(grid_h, grid_w).reshape(-1)
+    cols = torch.arange(grid_w, device=device)[None, :].expand(grid_h, grid_w).reshape(-1)
+    return rows, cols
+
+
+def grid_noise(batch: int, grid_hw: tuple[int, int], mask_ratio: float, device: torch.device | str | None = None,
+               generator: torch.Generator | None = None) -> torch.Tensor:
+    """``grid``: keeps the top-left patch of every 2x2 cell (the paper's grid sampling); needs an even
+    grid and ``mask_ratio`` 0.75."""
+    grid_h, grid_w = grid_hw
+    uniform = uniform_noise(batch, grid_h * grid_w, device, generator)
+    if grid_h % 2 or grid_w % 2 or abs(mask_ratio - 0.75) > 1e-9:
+        raise ValueError(
+            f"grid masking keeps one patch per 2x2 cell: it needs an even patch grid and "
+            f"mask_ratio 0.75, got a {grid_h}x{grid_w} grid and mask_ratio {mask_ratio}; "
+            f"use mask_type 'random' or 'block' otherwise"
+        )
+    rows, cols = _rows_cols(grid_hw, device)
+    removed = ((rows % 2) + (cols % 2) > 0).float()  # [L], 0 at each cell's top-left patch
+    return removed + 0.5 * uniform
+
+
+def block_noise(batch: int, grid_hw: tuple[int, int], mask_ratio: float, device: torch.device | str | None = None,
+                generator: torch.Generator | None = None) -> torch.Tensor:
+    """``block``: the grid is tiled, at a random offset, into squares of :func:`block_side` patches;
+    whole squares are removed in random order (one square only partly, to hit the exact count), so
+    removed patches form contiguous regions."""
+    grid_h, grid_w = grid_hw
+    uniform = uniform_noise(batch, grid_h * grid_w, device, generator)
+    rows, cols = _rows_cols(grid_hw, device)
+    side = block_side(grid_h, grid_w)
+    tiles_h, tiles_w = (grid_h + side - 1) // side + 1, (grid_w + side - 1) // side + 1
+    offset = torch.randint(0, side, (batch, 2), device=device, generator=generator)
+    tile = ((rows + offset[:, :1]) // side) * tiles_w + (cols + offset[:, 1:]) // side  # [N, L]
+    tile_rank = torch.argsort(torch.rand(batch, tiles_h * tiles_w, device=device, generator=generator), dim=1)
+    # Integer rank per tile plus a jitter below 1: tiles never interleave in the sort.
+    return torch.gather(tile_rank, 1, tile).float() + 0.5 * uniform
+
+
+# The mask types: one entry each, name -> noise(batch, grid_hw, mask_ratio, device, generator) -> [N, L].
+# A config's ``mask_type`` must be a key (Config checks it); a new type is one more entry.
+MASK_TYPES = {"random": random_noise, "block": block_noise, "grid": grid_noise}
+
+
 def masking_noise(
     mask_type: str,
     batch: int,
@@ -45,44 +97,18 @@ def masking_noise(
     device: torch.device | str | None = None,
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
-    """Per-patch noise ``[N, L]`` whose argsort yields the requested mask type.
+    """Per-patch noise ``[N, L]`` whose argsort yields the requested mask type: the function that
+    :data:`MASK_TYPES` holds for it (:func:`random_noise`, :func:`block_noise`, :func:`grid_noise`).
 
-    - ``random``: uniform noise; any subset is equally likely (the paper's default).
-    - ``block``: the grid is tiled, at a random offset, into squares of :func:`block_side`
-      patches; whole squares are removed in random order (one square only partly, to hit the
-      exact count), so removed patches form contiguous regions.
-    - ``grid``: keeps the top-left patch of every 2x2 cell (the paper's grid sampling); needs an
-      even grid and ``mask_ratio`` 0.75.
     With ``mask_ratio == 0`` nothing is removed and the noise keeps patch order, so ``latent``
     lists patches in image order (handy for feature extraction).
     """
-    grid_h, grid_w = grid_hw
-    length = grid_h * grid_w
+    length = grid_hw[0] * grid_hw[1]
     if mask_ratio == 0:
         return torch.arange(length, device=device, dtype=torch.float32).expand(batch, length)
-    uniform = uniform_noise(batch, length, device, generator)
-    if mask_type == "random":
-        return uniform
-    rows = torch.arange(grid_h, device=device)[:, None].expand(grid_h, grid_w).reshape(-1)
-    cols = torch.arange(grid_w, device=device)[None, :].expand(grid_h, grid_w).reshape(-1)
-    if mask_type == "grid":
-        if grid_h % 2 or grid_w % 2 or abs(mask_ratio - 0.75) > 1e-9:
-            raise ValueError(
-                f"grid masking keeps one patch per 2x2 cell: it needs an even patch grid and "
-                f"mask_ratio 0.75, got a {grid_h}x{grid_w} grid and mask_ratio {mask_ratio}; "
-                f"use mask_type 'random' or 'block' otherwise"
-            )
-        removed = ((rows % 2) + (cols % 2) > 0).float()  # [L], 0 at each cell's top-left patch
-        return removed + 0.5 * uniform
-    if mask_type == "block":
-        side = block_side(grid_h, grid_w)
-        tiles_h, tiles_w = (grid_h + side - 1) // side + 1, (grid_w + side - 1) // side + 1
-        offset = torch.randint(0, side, (batch, 2), device=device, generator=generator)
-        tile = ((rows + offset[:, :1]) // side) * tiles_w + (cols + offset[:, 1:]) // side  # [N, L]
-        tile_rank = torch.argsort(torch.rand(batch, tiles_h * tiles_w, device=device, generator=generator), dim=1)
-        # Integer rank per tile plus a jitter below 1: tiles never interleave in the sort.
-        return torch.gather(tile_rank, 1, tile).float() + 0.5 * uniform
-    raise ValueError(f"mask_type {mask_type!r} is unknown; choose one of {', '.join(MASK_TYPES)}")
+    if mask_type not in MASK_TYPES:
+        raise ValueError(f"mask_type {mask_type!r} is unknown; choose one of {', '.join(MASK_TYPES)}")
+    return MASK_TYPES[mask_type](batch, grid_hw, mask_ratio, device, generator)
 
 
 def random_masking(

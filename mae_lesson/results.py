@@ -10,7 +10,7 @@ import json
 import sys
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import matplotlib.pyplot as plt
 import torch
@@ -20,7 +20,7 @@ from .checkpoint import nonfinite_weights
 from .config import load_recipe
 from .data import ImageData, check_seed, load_dataset
 from .errors import EXIT_SIGINT, command_line_errors
-from .evaluate import evaluate_loss, extract_features, knn_classify, linear_probe, pixel_features, summarize
+from .evaluate import evaluate_encoder, evaluate_features, evaluate_loss, pixel_features, summarize
 from .finetune import FinetuneArgs, finetune
 from .model import MAE
 from .pretrained import pretrained_path
@@ -31,7 +31,8 @@ from .viz import confusion_figure, feature_map_figure, finetune_curve_figure
 
 def evaluate_checkpoint(mae: MAE, train: ImageData, test: ImageData, probe_epochs: int = 30,
                         device: str = "auto", progress: bool = True, pool: str = "cls") -> dict[str, Any]:
-    """Linear probe and kNN on frozen features (``pool``: ``cls`` as the paper, ``mean`` or ``both``).
+    """Linear probe and kNN on frozen features (``pool``: ``cls`` as the paper, ``mean`` or ``both``):
+    :func:`~mae_lesson.evaluate.evaluate_encoder` on ``device`` (``auto``: the best available).
 
     Refuses a model with NaN or Inf weights (its features would score chance, 10%, and look like a result).
     """
@@ -39,13 +40,15 @@ def evaluate_checkpoint(mae: MAE, train: ImageData, test: ImageData, probe_epoch
     if bad:
         raise ValueError(f"the model's weights hold {bad}: it comes from a run that diverged; evaluate an earlier "
                          f"checkpoint")
-    dev = get_device(device)
-    train_x = extract_features(mae, train, pool, device=dev, progress=progress)
-    test_x = extract_features(mae, test, pool, device=dev, progress=progress)
-    probe = linear_probe(train_x, train.labels, test_x, test.labels, epochs=probe_epochs)
-    knn = knn_classify(train_x, train.labels, test_x, test.labels)
-    return {"linear_probe": probe["accuracy"], "knn": knn["accuracy"], "probe_predictions": probe["predictions"],
-            "test_features": test_x}
+    return evaluate_encoder(mae, train, test, pool, probe_epochs, device=get_device(device), progress=progress)
+
+
+def load_splits(config: Mapping[str, Any], data_root: str | Path) -> tuple[ImageData, ImageData]:
+    """The train and test splits of the dataset a model was pretrained on: its config's ``dataset``
+    (pretraining records it; Fashion-MNIST for a config without one), at the config's size and channels."""
+    name = config.get("dataset") or "fashion_mnist"
+    at = {"img_size": config["img_size"], "in_chans": config["in_chans"]}
+    return load_dataset(name, data_root, "train", **at), load_dataset(name, data_root, "test", **at)
 
 
 def results_table(checkpoint: str | Path, out: str | Path, seeds: list[int], finetune_args: FinetuneArgs,
@@ -66,7 +69,7 @@ def results_table(checkpoint: str | Path, out: str | Path, seeds: list[int], fin
 
 def _results_table(pretrained: MAE, checkpoint: str | Path, out: Path, seeds: list[int], finetune_args: FinetuneArgs,
                    data_root: str, probe_epochs: int) -> str:
-    train, test = load_dataset("fashion_mnist", data_root, "train"), load_dataset("fashion_mnist", data_root, "test")
+    train, test = load_splits(pretrained.config, data_root)
     rows: dict[str, dict[str, list[float]]] = {}
     histories: dict[str, list[list[tuple[float, float]]]] = {}
     seconds: dict[str, list[float]] = {}  # training time of each fine-tune, without the evaluations
@@ -103,8 +106,10 @@ def _results_table(pretrained: MAE, checkpoint: str | Path, out: Path, seeds: li
     add("random-init encoder", "linear_probe", ev_rand["linear_probe"])
     add("random-init encoder", "knn", ev_rand["knn"])
     px_train, px_test = pixel_features(train), pixel_features(test)
-    add("raw pixels (784)", "linear_probe", linear_probe(px_train, train.labels, px_test, test.labels, epochs=probe_epochs)["accuracy"])
-    add("raw pixels (784)", "knn", knn_classify(px_train, train.labels, px_test, test.labels)["accuracy"])
+    pixels = f"raw pixels ({px_train.shape[1]})"  # C*H*W: 784 for Fashion-MNIST
+    ev_px = evaluate_features(px_train, train.labels, px_test, test.labels, probe_epochs)
+    add(pixels, "linear_probe", ev_px["linear_probe"])
+    add(pixels, "knn", ev_px["knn"])
     for seed in seeds:
         args = FinetuneArgs(**{**asdict(finetune_args), "seed": seed})
         ft = finetune(pretrained, train, test, args)
@@ -203,7 +208,7 @@ def run_command_line(ns: argparse.Namespace) -> None:
         _probe(ns, ft_args)
         return
     mae = MAE.from_checkpoint(ns.checkpoint).float()
-    train, test = load_dataset("fashion_mnist", ns.data_root, "train"), load_dataset("fashion_mnist", ns.data_root, "test")
+    train, test = load_splits(mae.config, ns.data_root)
     for seed in ns.seeds:
         args = FinetuneArgs(**{**asdict(ft_args), "seed": seed})
         res = finetune(None if ns.mode == "scratch" else mae, train, test, args, config=mae.config)
@@ -216,8 +221,7 @@ def _probe(ns: argparse.Namespace, ft_args: FinetuneArgs) -> None:
     mae = MAE.from_checkpoint(ns.checkpoint).float()  # --out and the checkpoint are checked before the data
     lock = claim_results_folder(ns.out, RESULT_FILES["probe"], ns.overwrite)
     try:
-        train = load_dataset("fashion_mnist", ns.data_root, "train")
-        test = load_dataset("fashion_mnist", ns.data_root, "test")
+        train, test = load_splits(mae.config, ns.data_root)
         scores = {}
         for pool in ns.pool:
             ev = evaluate_checkpoint(mae, train, test, ns.probe_epochs, progress=ft_args.progress, pool=pool)

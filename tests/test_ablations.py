@@ -110,7 +110,8 @@ def test_random_init_and_shipped_checkpoint(tmp_path):
 
 
 def test_a_finished_run_is_reused_only_with_the_same_arguments(tmp_path):
-    args = argparse.Namespace(train=[None] * 512, batch_size=64, blr=1e-3, train_images=512, data_root="data")
+    args = argparse.Namespace(train=[None] * 512, batch_size=64, blr=1e-3, train_images=512, data_root="data",
+                              dataset="fashion_mnist")
     wanted = pretrain_args(args, SWEEPS["p7"], {}, 0, 16, tmp_path)
     assert wanted.warmup_epochs == pytest.approx(2 / 50 * 2) and wanted.schedule_steps == 16
     (tmp_path / "args.json").write_text(json.dumps(wanted.__dict__))

@@ -140,7 +140,7 @@ def test_results_table_end_to_end_on_toy_data(tmp_path, monkeypatch):
     import mae_lesson.results as ft
 
     data = {"train": toy_images(64), "test": toy_images(32, seed=1)}
-    monkeypatch.setattr(ft, "load_dataset", lambda name, root, split: data[split])  # no Fashion-MNIST needed
+    monkeypatch.setattr(ft, "load_dataset", lambda name, root, split, **at: data[split])  # no Fashion-MNIST needed
     MAE(CFG).save_checkpoint(tmp_path / "mae.pt")
     args = FinetuneArgs(epochs=2, batch_size=32, warmup_epochs=0.5, progress=False, eval_every_epoch=True)
     table = ft.results_table(tmp_path / "mae.pt", tmp_path / "out", [0, 1], args, probe_epochs=2)
@@ -160,7 +160,7 @@ def test_probe_mode_scores_each_requested_pool_and_records_them(tmp_path, monkey
     import mae_lesson.results as ft
 
     data = {"train": toy_images(64), "test": toy_images(32, seed=1)}
-    monkeypatch.setattr(ft, "load_dataset", lambda name, root, split: data[split])  # no Fashion-MNIST needed
+    monkeypatch.setattr(ft, "load_dataset", lambda name, root, split, **at: data[split])  # no Fashion-MNIST needed
     MAE(CFG).save_checkpoint(tmp_path / "mae.pt")
     ft.main(["--mode", "probe", "--checkpoint", str(tmp_path / "mae.pt"), "--pool", "cls", "both",
              "--probe-epochs", "2", "--out", str(tmp_path / "eval"), "--no-progress"])
@@ -186,3 +186,33 @@ def test_command_line_defaults_reproduce_the_committed_results_table():
     assert ns.mode == "table" and ns.probe_epochs == committed["probe_epochs"]
     assert ns.seeds == [0, 1, 2] == list(range(len(committed["rows"]["MAE pretrained (shipped)"]["finetune"])))
     assert Path(ns.checkpoint).name == Path(committed["checkpoint"]).name == pretrained_path().name
+
+
+def test_linear_probe_batchnorm_option_standardises_the_features():
+    x, y = clusters(n_per_class=100)
+    tiny = 1e-4 * x  # separable, but at a scale a linear layer with lr 1e-3 cannot use in 20 epochs
+    with_bn = linear_probe(tiny, y, tiny, y, epochs=20, batch_size=32)["accuracy"]
+    without = linear_probe(tiny, y, tiny, y, epochs=20, batch_size=32, batchnorm=False)["accuracy"]
+    assert with_bn > 0.95 and without < 0.7
+    # On features of unit scale the probe learns without the BatchNorm as well.
+    assert linear_probe(x, y, x, y, epochs=20, batch_size=32, lr=1e-2, batchnorm=False)["accuracy"] > 0.95
+
+
+def test_evaluate_encoder_is_the_probe_and_knn_on_extracted_features():
+    from mae_lesson.evaluate import evaluate_encoder, evaluate_features
+
+    train, test = toy_images(64), toy_images(32, seed=1)
+    torch.manual_seed(0)
+    mae = MAE(CFG)
+    ev = evaluate_encoder(mae, train, test, "mean", probe_epochs=3, seed=2, k=5, progress=False)
+    train_x, test_x = (extract_features(mae, d, "mean", progress=False) for d in (train, test))
+    probe = linear_probe(train_x, train.labels, test_x, test.labels, epochs=3, seed=2)
+    knn = knn_classify(train_x, train.labels, test_x, test.labels, k=5)
+    assert torch.equal(ev["test_features"], test_x)
+    assert (ev["linear_probe"], ev["knn"]) == (probe["accuracy"], knn["accuracy"])
+    assert torch.equal(ev["probe_predictions"], probe["predictions"])
+    assert torch.equal(ev["knn_predictions"], knn["predictions"])
+    direct = evaluate_features(train_x, train.labels, test_x, test.labels, probe_epochs=3, k=5, seed=2)
+    assert direct["linear_probe"] == ev["linear_probe"]
+    checkpoint = evaluate_checkpoint(mae, train, test, probe_epochs=3, device="cpu", progress=False, pool="mean")
+    assert checkpoint["linear_probe"] == evaluate_encoder(mae, train, test, "mean", 3, progress=False)["linear_probe"]
