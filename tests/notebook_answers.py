@@ -286,6 +286,22 @@ def my_block_mask(order, grid_h, grid_w, block, mask_ratio):
                         left -= 1
     return mask
 ''',
+    "attention_rollout": '''def my_attention_rollout(weights):
+    _count("attention_rollout")
+    t = weights[0].shape[-1]
+    total = torch.eye(t)
+    for w in weights:
+        a = w.sum(dim=1) / w.shape[1] + torch.eye(t)
+        total = torch.einsum("nij,njk->nik", a / a.sum(dim=2, keepdim=True), total.expand(w.shape[0], t, t))
+    return total
+''',
+    "scatter_tokens": '''def my_scatter_tokens(x_visible, ids_keep, mask_token, length):
+    _count("scatter_tokens")
+    n, keep, d = x_visible.shape
+    rows = torch.arange(n, device=ids_keep.device)[:, None].expand(n, keep)
+    out = mask_token.reshape(1, 1, d).repeat(n, length, 1)
+    return out.index_put((rows, ids_keep), x_visible)
+''',
 }
 
 # Nudges a right result into a wrong one that no checker names: floats and tensors move by 0.5, ints by 3,

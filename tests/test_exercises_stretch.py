@@ -133,6 +133,81 @@ def test_block_mask_is_blocky_and_exact():
     assert ((squares == 0) | (squares == 4)).flatten(1).sum(dim=1).ge(8).all()
 
 
+# ------------------------------------------------------------------------- 03 attention_rollout
+def rollout_loops(weights):
+    """Abnar & Zuidema's recipe with A + I (renormalised, the same as 0.5 A + 0.5 I), one image at a time."""
+    out = []
+    for i in range(weights[0].shape[0]):
+        t = weights[0].shape[-1]
+        total = torch.eye(t)
+        for w in weights:
+            a = w[i].sum(dim=0) / w.shape[1] + torch.eye(t)
+            total = torch.linalg.multi_dot([a / a.sum(dim=1, keepdim=True), total])
+        out.append(total)
+    return torch.stack(out)
+
+
+def test_attention_rollout_accepts_another_style_and_equals_the_package(capsys):
+    from mae_lesson.attention import attention_rollout
+    accepts(stretch.check_attention_rollout, rollout_loops, capsys)
+    weights = [torch.softmax(torch.randn(2, 3, 5, 5), dim=-1) for _ in range(3)]
+    torch.testing.assert_close(stretch.attention_rollout(weights), attention_rollout(weights))
+
+
+@rows(stretch.ROLLOUT_MISTAKES)
+def test_attention_rollout_names_each_mistake(row):
+    rejects(stretch.check_attention_rollout, answer_of(row), row.message)
+
+
+@pytest.mark.parametrize("fn, phrase", [
+    (lambda ws: rollout_loops(ws).double(), "float32"),
+    (lambda ws: rollout_loops([w.transpose(-2, -1) for w in ws]), "values differ"),
+    (nudged(rollout_loops), "values differ"),
+    (forgot_return, "did you forget `return`"),
+])
+def test_attention_rollout_rejects_other_wrong_answers(fn, phrase):
+    assert "Correct" not in rejects(stretch.check_attention_rollout, fn, phrase)
+
+
+# ------------------------------------------------------------------------- 04 scatter_tokens
+def scatter_tokens_index(x_visible, ids_keep, mask_token, length):
+    n, keep, d = x_visible.shape
+    out = mask_token.expand(n, length, d).clone()  # clone keeps the graph back to mask_token
+    out[torch.arange(n)[:, None], ids_keep] = x_visible
+    return out
+
+
+def scatter_tokens_official(x_visible, ids_keep, mask_token, length):
+    """The official way: append mask tokens, then gather with ids_restore (recovered from ids_keep)."""
+    n, keep, d = x_visible.shape
+    removed = torch.stack([torch.tensor([l for l in range(length) if l not in set(row)]) for row in ids_keep.tolist()])
+    ids_restore = torch.argsort(torch.cat([ids_keep, removed], dim=1), dim=1)
+    x_ = torch.cat([x_visible, mask_token.repeat(n, length - keep, 1)], dim=1)
+    return torch.gather(x_, 1, ids_restore.unsqueeze(-1).repeat(1, 1, d))
+
+
+@pytest.mark.parametrize("fn", [scatter_tokens_index, scatter_tokens_official])
+def test_scatter_tokens_accepts_other_styles(fn, capsys):
+    accepts(stretch.check_scatter_tokens, fn, capsys)
+
+
+@rows(stretch.SCATTER_MISTAKES)
+def test_scatter_tokens_names_each_mistake(row):
+    rejects(stretch.check_scatter_tokens, answer_of(row), row.message)
+
+
+@pytest.mark.parametrize("fn, phrase", [
+    (lambda x, i, t, n: scatter_tokens_index(x, i, t.detach(), n), "mask_token would never learn"),
+    (lambda x, i, t, n: scatter_tokens_index(x, i, t.data, n), "mask_token would never learn"),
+    (lambda x, i, t, n: scatter_tokens_index(x, i, t, n).double(), "expected dtype torch.float32"),
+    (lambda x, i, t, n: scatter_tokens_index(x, i.sort(dim=1).values, t, n), "wrong places"),
+    (lambda x, i, t, n: scatter_tokens_index(x.flip(1), i, t, n), "values differ"),
+    (forgot_return, "did you forget `return`"),
+])
+def test_scatter_tokens_rejects_other_wrong_answers(fn, phrase):
+    assert "Correct" not in rejects(stretch.check_scatter_tokens, fn, phrase)
+
+
 # ------------------------------------------------------------------------- every exercise
 CHECKERS = {name.removeprefix("check_"): fn for name, fn in vars(stretch).items() if name.startswith("check_")}
 
@@ -147,6 +222,10 @@ TABLES = {  # exercise: (its mistakes, its reference, inputs like the checker's)
     "sincos_grid": (stretch.SINCOS_GRID_MISTAKES, stretch.sincos_grid, (16, 3, 5)),
     "block_mask": (stretch.BLOCK_MASK_MISTAKES, stretch.block_mask,
                    (torch.stack([torch.randperm(6, generator=torch.Generator().manual_seed(i)) for i in range(2)]), 6, 8, 3, 0.6)),
+    "attention_rollout": (stretch.ROLLOUT_MISTAKES, stretch.attention_rollout,
+                          ([torch.softmax(torch.randn(2, 3, 5, 5), dim=-1) for _ in range(3)],)),
+    "scatter_tokens": (stretch.SCATTER_MISTAKES, stretch.scatter_tokens,
+                       (torch.randn(3, 12, 5), torch.argsort(torch.rand(3, 49), dim=1)[:, :12], torch.randn(1, 1, 5), 49)),
 }
 
 

@@ -156,6 +156,8 @@ REFERENCES: dict[str, Callable[..., Any]] = {
     # the optional stretch exercises of 01-07
     "sincos_grid": stretch.sincos_grid,
     "block_mask": stretch.block_mask,
+    "attention_rollout": stretch.attention_rollout,
+    "scatter_tokens": stretch.scatter_tokens,
 }
 
 

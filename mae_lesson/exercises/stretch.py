@@ -143,3 +143,111 @@ def check_block_mask(fn: Callable[[torch.Tensor, int, int, int, float], torch.Te
               contract=_dtype(where, torch.float32, "the mask multiplies the loss: return floats 0.0 / 1.0 (mask.float())"))
     return passed("block_mask", "whole squares in the given order, the count exact, on grids the squares do not fit")
 
+
+
+# ------------------------------------------------------------------ 03: attention rollout
+def _rollout(weights: list[torch.Tensor], *, fuse: str = "mean", residual: str = "half", normalise: bool = True,
+             later_on_left: bool = True) -> torch.Tensor:
+    """Attention rollout, and (through the keywords) the known wrong ones."""
+    n, _, t, _ = weights[0].shape
+    eye = torch.eye(t, dtype=weights[0].dtype)
+    rollout = eye.expand(n, t, t)
+    for w in weights:
+        mixed = w.mean(dim=1) if fuse == "mean" else w.amax(dim=1)
+        mixed = {"half": 0.5 * mixed + 0.5 * eye, "sum": mixed + eye, "none": mixed}[residual]
+        mixed = mixed / mixed.sum(dim=-1, keepdim=True) if normalise else mixed
+        rollout = mixed @ rollout if later_on_left else rollout @ mixed
+    return rollout
+
+
+def attention_rollout(weights: list[torch.Tensor]) -> torch.Tensor:
+    """Attention rollout (Abnar & Zuidema 2020): one ``[N, heads, T, T]`` per block, first block first -> ``[N, T, T]``.
+
+    Each block's heads are averaged, half of each row given back to the token itself (the residual),
+    the rows renormalised, and the blocks multiplied with the later block on the left.
+    """
+    return _rollout(weights)
+
+
+ROLLOUT_MISTAKES = (
+    _row("wrong_order", lambda ws: _rollout(ws, later_on_left=False),
+         "the blocks are multiplied in the wrong order; a later block reads what the earlier ones mixed: "
+         "rollout = A_block @ rollout"),
+    _row("no_residual", lambda ws: _rollout(ws, residual="none"),
+         "the residual connection is missing: mix each block's attention half and half with the identity, 0.5 * A + 0.5 * I"),
+    _row("max_over_heads", lambda ws: _rollout(ws, fuse="max"), "the heads are fused with their maximum; average them (mean over dim 1)"),
+    _row("not_renormalised", lambda ws: _rollout(ws, residual="sum", normalise=False),
+         "rows are not renormalised; divide each row by its sum, so that every row of the rollout sums to 1"),
+    _row("last_block_only", lambda ws: _rollout(ws[-1:]),
+         "only the last block is used; multiply the mixed attention of every block, first block first"),
+    _shape_row("heads_kept", lambda ws: list(ws[0].shape), "average the heads: one [T, T] per image"),
+    _shape_row("no_batch", lambda ws: list(ws[0].shape[2:]), "keep the batch dimension: [N, T, T]"),
+)
+
+
+@checker("attention_rollout")
+def check_attention_rollout(fn: Callable[[list[torch.Tensor]], torch.Tensor]) -> bool:
+    """Check ``fn(weights)`` -> ``[N, T, T]`` on random attention maps of 3 and 2 blocks (no two alike)."""
+    gen = torch.Generator().manual_seed(0)
+    for n, heads, t, blocks in ((2, 3, 5, 3), (1, 4, 6, 2)):
+        case = ([torch.softmax(3 * torch.randn(n, heads, t, t, generator=gen), dim=-1) for _ in range(blocks)],)
+        where = f"attention_rollout({blocks} x weights {[n, heads, t, t]})"
+        got = call_learner(fn, "attention_rollout", [w.clone() for w in case[0]])
+        judge(where, got, attention_rollout(*case), ROLLOUT_MISTAKES, case, atol=1e-5, rtol=1e-4,
+              hint="per block: mean over heads, 0.5 * A + 0.5 * I, rows / their sum; rollout = A_block @ rollout",
+              contract=_dtype(where, torch.float32, "keep the weights' dtype, float32"))
+    return passed("attention_rollout", "heads averaged, the residual, rows renormalised, later blocks on the left")
+
+
+# ------------------------------------------------------------------ 04: the decoder's sequence by scatter, from ids_keep
+def _kept_mask(ids_keep: torch.Tensor, length: int) -> torch.Tensor:
+    """``[N, L]`` bool, True at the kept patches."""
+    return torch.zeros(ids_keep.shape[0], length, dtype=torch.bool).scatter(1, ids_keep, True)
+
+
+def scatter_tokens(x_visible: torch.Tensor, ids_keep: torch.Tensor, mask_token: torch.Tensor, length: int) -> torch.Tensor:
+    """The decoder's full sequence, built by scatter: ``[N, L_keep, D]`` kept tokens (shuffled order, as
+    ``ids_keep [N, L_keep]`` lists their patches) put at their patches, ``mask_token [1, 1, D]`` everywhere
+    else: ``[N, L, D]`` in image order, with the gradient reaching ``mask_token``."""
+    n, _, dim = x_visible.shape
+    full = mask_token.expand(n, length, dim)
+    return full.scatter(1, ids_keep.unsqueeze(-1).expand(-1, -1, dim), x_visible)
+
+
+def _bool_fill(x_visible: torch.Tensor, ids_keep: torch.Tensor, mask_token: torch.Tensor, length: int) -> torch.Tensor:
+    """The kept positions filled through a boolean mask: in image order, so with the tokens in the wrong places."""
+    n, _, dim = x_visible.shape
+    out = mask_token.expand(n, length, dim).clone()
+    out[_kept_mask(ids_keep, length)] = x_visible.reshape(-1, dim)
+    return out
+
+
+SCATTER_MISTAKES = (
+    _row("boolean_fill", _bool_fill,
+         "the kept tokens are in the wrong places: x_visible is in shuffled order (ids_keep's order), but filling "
+         "out[kept] = ... goes through the kept positions in image order; scatter them with ids_keep"),
+    _row("still_shuffled", lambda x, ids, token, length: torch.cat([x, token.expand(x.shape[0], length - x.shape[1], -1)], 1),
+         "the kept tokens are still first, in shuffled order; put token j at patch ids_keep[:, j]"),
+    _row("zeros_not_mask_token", lambda x, ids, token, length: scatter_tokens(x, ids, torch.zeros_like(token), length),
+         "the removed patches hold zeros; they hold the learned mask_token, which the decoder trains"),
+    _shape_row("no_removed", lambda x, ids, token, length: list(x.shape), "return all L patches: [N, L, D]"),
+)
+
+
+@checker("scatter_tokens")
+def check_scatter_tokens(fn: Callable[[torch.Tensor, torch.Tensor, torch.Tensor, int], torch.Tensor]) -> bool:
+    """Check ``fn(x_visible, ids_keep, mask_token, L)`` -> ``[N, L, D]`` with the gradient reaching ``mask_token``."""
+    gen = torch.Generator().manual_seed(0)
+    for n, keep, length, dim in ((2, 3, 8, 4), (3, 12, 49, 5)):
+        ids_keep = torch.argsort(torch.rand(n, length, generator=gen), dim=1)[:, :keep]  # shuffled, not sorted
+        token = torch.randn(1, 1, dim, generator=gen).requires_grad_()  # learned: the only input that needs grad
+        case = (torch.randn(n, keep, dim, generator=gen), ids_keep, token, length)
+        where = f"scatter_tokens(x_visible {[n, keep, dim]}, ids_keep {[n, keep]}, mask_token [1, 1, {dim}], L={length})"
+        got = call_learner(fn, "scatter_tokens", case[0].clone(), ids_keep.clone(), token, length)
+        judge(where, got, scatter_tokens(*case).detach(), SCATTER_MISTAKES, case, atol=1e-6, rtol=1e-6,
+              hint="start from mask_token.expand(N, L, D) and scatter x_visible along dim 1 at ids_keep",
+              contract=Contract(dtype=(torch.float32, lambda got: f"{where}: expected dtype torch.float32, got {got.dtype}"),
+                                requires_grad=(True, f"{where}: expected a result that requires grad, got one that does not, "
+                                                     f"so mask_token would never learn: keep it in the graph (no .detach(), "
+                                                     f".data or torch.no_grad())")))
+    return passed("scatter_tokens", "kept tokens at their patches, the mask token elsewhere, its gradient kept")
