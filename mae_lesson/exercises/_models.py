@@ -6,6 +6,8 @@ exercise needs (widths, depths, mask ratio, channels). Weights are seeded, so a 
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -18,6 +20,9 @@ from ..transformer import Block
 
 TINY = {"img_size": 16, "patch_size": 4, "in_chans": 1, "embed_dim": 16, "encoder_depth": 1, "encoder_num_heads": 2,
         "decoder_embed_dim": 16, "decoder_depth": 1, "decoder_num_heads": 2}
+
+# Notebook 07's encoder: wider and deeper, with the normalisation a classifier's data carries.
+CHECK_CONFIG = {**TINY, "embed_dim": 32, "encoder_depth": 2, "norm_mean": [0.5], "norm_std": [0.25]}
 
 
 def tiny_config(**overrides: Any) -> Config:
@@ -77,3 +82,15 @@ def random_block(dim: int = 16, heads: int = 2, seed: int = 0) -> Block:
 def parameters_of(model: nn.Module) -> torch.Tensor:
     """Every parameter of ``model``, detached and flattened into one vector (to compare two trained copies)."""
     return torch.cat([p.detach().flatten() for p in model.parameters()])
+
+
+@contextlib.contextmanager
+def one_thread() -> Iterator[None]:
+    """Run the checkers' small training loops on one thread: tensors of a few hundred numbers gain
+    nothing from more, and on a busy machine extra threads spin waiting for each other."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)

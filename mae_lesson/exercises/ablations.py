@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from typing import Callable
 
 from ._feedback import ExerciseError, call_learner, checker, passed
+from ._judge import Mistake, close, fail, judge
 
 
 def accuracy_standard_error(accuracy: float, n: int) -> float:
@@ -36,34 +37,37 @@ def differ(acc_a: float, acc_b: float, n: int, z: float = 2.0) -> bool:
     return abs(acc_a - acc_b) > z * se
 
 
-def judge(call: str, got: object, expected: float, formula: str, mistakes: dict[str, float]) -> None:
-    """Raise :class:`ExerciseError` unless ``got`` is the number ``expected``; name a known mistake it matches."""
+def _number(call: str, got: object) -> float:
+    """The learner's answer as a float, or a message saying it is not a number."""
     try:
-        got = float(got)
+        return float(got)  # type: ignore[arg-type]
     except (TypeError, ValueError):
         raise ExerciseError(f"{call}: expected a number, got {type(got).__name__}") from None
-    if math.isclose(got, expected, rel_tol=1e-6, abs_tol=1e-12):
-        return
-    for what, value in mistakes.items():
-        if math.isclose(got, value, rel_tol=1e-6, abs_tol=1e-12):
-            raise ExerciseError(f"{call}: expected {expected:.6g}, got {got:.6g}; looks like {what}")
-    raise ExerciseError(f"{call}: expected {formula} = {expected:.6g}, got {got:.6g}")
 
 
-_MISTAKES: dict[str, Callable[[float, int], float]] = {
-    "the variance p(1-p)/n instead of its square root": lambda p, n: p * (1 - p) / n,
-    "sqrt(p/n): the spread of a right/wrong outcome is p(1-p), not p": lambda p, n: math.sqrt(p / n),
-    "sqrt(p(1-p)) without dividing by n": lambda p, n: math.sqrt(p * (1 - p)),
-    "a percentage: work with fractions (0.82, not 82)": lambda p, n: 100 * math.sqrt(p * (1 - p) / n),
-}
+def _judge_number(call: str, got: object, expected: float, formula: str, mistakes: tuple[Mistake, ...], case: tuple) -> None:
+    """:func:`judge` on a number: a known mistake is named with ``looks like``, any other with the formula."""
+    got = _number(call, got)
+    judge(call, got, expected, mistakes, case, matches=lambda a, b: close(a, b, atol=1e-12, rtol=1e-6),
+          found=lambda m: f"{call}: expected {expected:.6g}, got {got:.6g}; looks like {m}",
+          differs=lambda: fail(f"{call}: expected {formula} = {expected:.6g}, got {got:.6g}"))
+
+
+# The case: (p, n), an accuracy and a test-set size.
+MISTAKES = (
+    Mistake("variance", lambda c: c[0] * (1 - c[0]) / c[1], "the variance p(1-p)/n instead of its square root"),
+    Mistake("sqrt_p_over_n", lambda c: math.sqrt(c[0] / c[1]), "sqrt(p/n): the spread of a right/wrong outcome is p(1-p), not p"),
+    Mistake("no_division", lambda c: math.sqrt(c[0] * (1 - c[0])), "sqrt(p(1-p)) without dividing by n"),
+    Mistake("percentage", lambda c: 100 * math.sqrt(c[0] * (1 - c[0]) / c[1]), "a percentage: work with fractions (0.82, not 82)"),
+)
 
 
 @checker("standard_error")
 def check_standard_error(fn: Callable[[float, int], float]) -> bool:
     """Check ``fn(accuracy, n) -> standard error`` on a few accuracies and test-set sizes."""
     for p, n in ((0.82, 2000), (0.5, 100), (0.91, 10_000), (0.99, 500), (0.0, 50)):
-        judge(f"standard_error({p}, {n})", call_learner(fn, "standard_error", p, n), accuracy_standard_error(p, n),
-              "sqrt(p * (1 - p) / n)", {what: mistake(p, n) for what, mistake in _MISTAKES.items()})
+        _judge_number(f"standard_error({p}, {n})", call_learner(fn, "standard_error", p, n), accuracy_standard_error(p, n),
+                      "sqrt(p * (1 - p) / n)", MISTAKES, (p, n))
     se = accuracy_standard_error(0.82, 2000)
     return passed("standard_error", f"82% on 2,000 test images is 82 +- {100 * se:.1f} points (one standard error)")
 
@@ -77,16 +81,21 @@ def difference_standard_error(a: Sequence[float], b: Sequence[float]) -> float:
     return math.sqrt(statistics.variance(a) / len(a) + statistics.variance(b) / len(b))
 
 
-_SEED_MISTAKES: dict[str, Callable[[Sequence[float], Sequence[float]], float]] = {
-    "the population sd (divisor n): with 2-3 seeds use the sample sd, divisor n - 1 (statistics.stdev)":
-        lambda a, b: math.sqrt(statistics.pvariance(a) / len(a) + statistics.pvariance(b) / len(b)),
-    "the sds without dividing by n: that is the spread of one seed, not of a mean over n seeds":
-        lambda a, b: math.sqrt(statistics.variance(a) + statistics.variance(b)),
-    "the variance of the difference: take its square root":
-        lambda a, b: statistics.variance(a) / len(a) + statistics.variance(b) / len(b),
-    "the two standard errors added: independent noises add as variances, sqrt(se_a**2 + se_b**2)":
-        lambda a, b: statistics.stdev(a) / math.sqrt(len(a)) + statistics.stdev(b) / math.sqrt(len(b)),
-}
+def _var_over_n(a: Sequence[float], b: Sequence[float], variance: Callable[[Sequence[float]], float]) -> float:
+    return variance(a) / len(a) + variance(b) / len(b)
+
+
+# The case: (a, b), the two settings' per-seed values.
+SEED_MISTAKES = (
+    Mistake("population_sd", lambda c: math.sqrt(_var_over_n(*c, statistics.pvariance)),
+            "the population sd (divisor n): with 2-3 seeds use the sample sd, divisor n - 1 (statistics.stdev)"),
+    Mistake("not_divided_by_n", lambda c: math.sqrt(statistics.variance(c[0]) + statistics.variance(c[1])),
+            "the sds without dividing by n: that is the spread of one seed, not of a mean over n seeds"),
+    Mistake("variance", lambda c: _var_over_n(*c, statistics.variance), "the variance of the difference: take its square root"),
+    Mistake("standard_errors_added",
+            lambda c: sum(statistics.stdev(v) / math.sqrt(len(v)) for v in c),
+            "the two standard errors added: independent noises add as variances, sqrt(se_a**2 + se_b**2)"),
+)
 
 
 @checker("difference_se")
@@ -95,9 +104,8 @@ def check_difference_se(fn: Callable[[Sequence[float], Sequence[float]], float])
     cases = (([0.694, 0.688, 0.702], [0.641, 0.652, 0.633]), ([0.70, 0.72], [0.66, 0.67, 0.69, 0.64]),
              ([0.735, 0.735, 0.735], [0.722, 0.716, 0.727]))
     for a, b in cases:
-        judge(f"difference_se({list(a)}, {list(b)})", call_learner(fn, "difference_se", list(a), list(b)),
-              difference_standard_error(a, b), "sqrt(sd_a**2 / n_a + sd_b**2 / n_b)",
-              {what: mistake(a, b) for what, mistake in _SEED_MISTAKES.items()})
+        _judge_number(f"difference_se({list(a)}, {list(b)})", call_learner(fn, "difference_se", list(a), list(b)),
+                      difference_standard_error(a, b), "sqrt(sd_a**2 / n_a + sd_b**2 / n_b)", SEED_MISTAKES, (a, b))
     a, b = cases[0]
     diff, se = statistics.fmean(a) - statistics.fmean(b), difference_standard_error(a, b)
     return passed("difference_se", f"{100 * diff:+.1f} +- {100 * se:.1f} points: {diff / se:.1f} standard errors apart")

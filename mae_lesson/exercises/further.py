@@ -22,11 +22,12 @@ from .. import flops
 from ..config import Config
 from ..masking import num_kept
 from ._feedback import ExerciseError, call_learner, checker, passed
+from ._judge import Mistake, fail, judge
 
 
 def forward_flops(config: Mapping[str, Any], mask_ratio: float | None = None, *, _variant: str = "") -> int:
     """FLOPs of ``MAE(config)(imgs)`` for one image (``mae_lesson.flops``), or, with ``_variant``,
-    the count a learner gets with that classic mistake (the keys of ``_MISTAKES``)."""
+    the count a learner gets with that classic mistake (the names of ``MISTAKES``' rows)."""
     cfg = config if isinstance(config, Config) else Config(dict(config))
     if not _variant:
         return flops.forward_flops(cfg, 1, mask_ratio)
@@ -60,18 +61,24 @@ def _mistaken_flops(cfg: Config, mask_ratio: float | None, _variant: str) -> int
     return total // 2 if _variant == "macs" else total
 
 
-_MISTAKES = {
-    "macs": "multiply-adds (MACs): a multiply-add is 2 FLOPs, so [m, k] @ [k, n] costs 2*m*k*n",
-    "no_masking": "the encoder on all L patches: it sees only the 1 + L_keep tokens left after masking",
-    "no_cls": "no cls token: the encoder runs on 1 + L_keep tokens and the decoder on 1 + L",
-    "no_attention": "no attention products: q k^T and attn v cost 2*T*T*D each per block",
-    "attention_once": "only one of the two attention products: q k^T and attn v cost 2*T*T*D each",
-    "no_mlp": "no MLP: each block also has fc1 (D -> r*D) and fc2 (r*D -> D), 2 * 2*T*D*r*D",
-    "decoder_visible": "the decoder on the visible tokens only: it runs on cls + every patch (mask tokens included)",
-    "embed_visible": "patch_embed on the visible patches only: the official model embeds all L patches, then masks",
-    "blocks_only": "the blocks only: add patch_embed (2*L*P*D), decoder_embed (2*(1 + L_keep)*D*Dd) and "
-                   "decoder_pred (2*L*Dd*P)",
-}
+def _counted(variant: str, message: str) -> Mistake:
+    """A row: the count with ``variant`` switched on, for the case (config, mask_ratio)."""
+    return Mistake(variant, lambda c: forward_flops(c[0], c[1], _variant=variant), message)
+
+
+# The case: (config, mask_ratio).
+MISTAKES = (
+    _counted("macs", "multiply-adds (MACs): a multiply-add is 2 FLOPs, so [m, k] @ [k, n] costs 2*m*k*n"),
+    _counted("no_masking", "the encoder on all L patches: it sees only the 1 + L_keep tokens left after masking"),
+    _counted("no_cls", "no cls token: the encoder runs on 1 + L_keep tokens and the decoder on 1 + L"),
+    _counted("no_attention", "no attention products: q k^T and attn v cost 2*T*T*D each per block"),
+    _counted("attention_once", "only one of the two attention products: q k^T and attn v cost 2*T*T*D each"),
+    _counted("no_mlp", "no MLP: each block also has fc1 (D -> r*D) and fc2 (r*D -> D), 2 * 2*T*D*r*D"),
+    _counted("decoder_visible", "the decoder on the visible tokens only: it runs on cls + every patch (mask tokens included)"),
+    _counted("embed_visible", "patch_embed on the visible patches only: the official model embeds all L patches, then masks"),
+    _counted("blocks_only", "the blocks only: add patch_embed (2*L*P*D), decoder_embed (2*(1 + L_keep)*D*Dd) and "
+             "decoder_pred (2*L*Dd*P)"),
+)
 
 
 @checker("forward_flops")
@@ -88,13 +95,7 @@ def check_forward_flops(fn: Callable[[Config, float], float]) -> bool:
         if isinstance(got, bool) or not isinstance(got, (int, float)):
             raise ExerciseError(f"{where}: expected a number of FLOPs, got {type(got).__name__}")
         expected = forward_flops(cfg, ratio)
-        if abs(got - expected) <= 1e-9 * expected:
-            continue
-        for variant, message in _MISTAKES.items():
-            value = forward_flops(cfg, ratio, _variant=variant)
-            if value != expected and abs(got - value) <= 1e-9 * expected:
-                raise ExerciseError(f"{where}: expected {expected:,} ({expected / 1e9:.3f} GFLOPs), got "
-                                    f"{got:,.0f} ({got / 1e9:.3f} GFLOPs). You counted {message}")
-        raise ExerciseError(f"{where}: expected {expected:,} ({expected / 1e9:.3f} GFLOPs), got {got:,.0f} "
-                            f"({got / 1e9:.3f} GFLOPs); ratio got/expected = {got / expected:.4f}")
+        said = f"{where}: expected {expected:,} ({expected / 1e9:.3f} GFLOPs), got {got:,.0f} ({got / 1e9:.3f} GFLOPs)"
+        judge(where, got, expected, MISTAKES, (cfg, ratio), matches=lambda a, b: abs(a - b) <= 1e-9 * expected,
+              found=lambda m: f"{said}. You counted {m}", differs=lambda: fail(f"{said}; ratio got/expected = {got / expected:.4f}"))
     return passed("forward_flops", "patch_embed + encoder on visible tokens + decoder on all tokens")
