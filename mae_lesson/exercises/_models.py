@@ -16,6 +16,7 @@ from torch import nn
 from ..classifier import ViTClassifier
 from ..config import Config
 from ..model import MAE
+from ..optim import WarmupCosine, param_groups
 from ..transformer import Block
 
 TINY = {"img_size": 16, "patch_size": 4, "in_chans": 1, "embed_dim": 16, "encoder_depth": 1, "encoder_num_heads": 2,
@@ -59,6 +60,14 @@ def tiny_mae(seed: int = 0, *, eval: bool = True, randomise: bool = False, keep_
         if randomise:
             _randomise(model)
     return model
+
+
+def tiny_training(seed: int = 0, total_steps: int = 6) -> tuple[MAE, torch.optim.Optimizer, WarmupCosine]:
+    """A tiny seeded MAE in train mode with the engine's optimiser (AdamW, betas 0.9/0.95, decay groups) and
+    schedule (warm-up 2 steps); consumes the global random state, as a training run does."""
+    model = tiny_mae(seed, eval=False, keep_rng=False, mask_ratio=0.75)
+    optimizer = torch.optim.AdamW(param_groups(model, 0.05), lr=1e-2, betas=(0.9, 0.95))
+    return model, optimizer, WarmupCosine(optimizer, 1e-2, total_steps=total_steps, warmup_steps=2)
 
 
 def tiny_classifier(seed: int = 0, num_classes: int = 3, **overrides: Any) -> ViTClassifier:

@@ -19,10 +19,10 @@ from typing import Any, Callable
 
 import torch
 
-from ..config import Config
 from ..model import MAE
-from ._feedback import ExerciseError, call_learner, checker, passed
-from ._judge import same
+from ._feedback import call_learner, checker, passed
+from ._judge import Contract, Mistake, fail, judge, same
+from ._models import tiny_mae
 
 
 # ------------------------------------------------------------------- the pieces of 01-05
@@ -104,13 +104,20 @@ def _switched_off(name: str) -> Callable[..., Any]:
 
 def _test_models() -> list[MAE]:
     """Two small models with different channels, mask ratios and loss targets (seeded weights)."""
-    models = []
-    for seed, (chans, ratio, norm) in enumerate(((1, 0.6, True), (3, 0.75, False))):
-        torch.manual_seed(seed)
-        models.append(MAE(Config(img_size=16, patch_size=4, in_chans=chans, embed_dim=16, encoder_depth=2,
-                                 encoder_num_heads=2, decoder_embed_dim=16, decoder_depth=1, decoder_num_heads=2,
-                                 mask_ratio=ratio, norm_pix_loss=norm)).eval())
-    return models
+    return [tiny_mae(seed, keep_rng=False, in_chans=chans, encoder_depth=2, mask_ratio=ratio, norm_pix_loss=norm)
+            for seed, (chans, ratio, norm) in enumerate(((1, 0.6, True), (3, 0.75, False)))]
+
+
+# The case: the model, imgs and MAE.forward's output (loss, pred, mask).
+MAE_FORWARD_MISTAKES = (
+    Mistake("norm_pix_loss_flipped",
+            lambda c: mae_loss(patchify(c["imgs"], c["model"].patch_size), c["expected"]["pred"], c["expected"]["mask"],
+                               not c["model"].config.norm_pix_loss),
+            lambda c: f"use the model's setting, model.norm_pix_loss = {c['model'].config.norm_pix_loss}"),
+)
+_GRAD = ("expected a loss that requires grad (the model's weights do), got one with requires_grad=False: the forward "
+         "pass runs under torch.no_grad() or the loss is detached; notebook 05 trains with loss.backward(), so build "
+         "the loss with gradients on")
 
 
 @checker("mae_forward")
@@ -133,49 +140,53 @@ def check_mae_forward(fn: Callable[[MAE, torch.Tensor, torch.Tensor], tuple]) ->
         where = (f"my_mae_forward(model with in_chans={cfg.in_chans}, mask_ratio={cfg.mask_ratio}, "
                  f"norm_pix_loss={cfg.norm_pix_loss}; imgs {list(imgs.shape)}, noise {list(noise.shape)})")
         got = call_learner(fn, "my_mae_forward", blocked, imgs.clone(), noise.clone())
-        if isinstance(got, dict):
-            raise ExerciseError(f"{where}: expected a tuple (loss, pred, mask), got a dict with keys {sorted(got)}: "
-                                f"return loss, pred, mask")
-        if not isinstance(got, (tuple, list)) or len(got) != 3:
-            raise ExerciseError(f"{where}: expected a tuple (loss, pred, mask), got {type(got).__name__}"
-                                + (f" of length {len(got)}" if isinstance(got, (tuple, list)) else ""))
-        loss, pred, mask = got
-        shapes = [list(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__ for t in got]
-        if not (isinstance(loss, torch.Tensor) and loss.dim() == 0):
-            raise ExerciseError(f"{where}: expected (loss [], pred {list(expected['pred'].shape)}, mask "
-                                f"{list(expected['mask'].shape)}) in that order, got {shapes}")
-        if not loss.requires_grad:
-            raise ExerciseError(
-                f"{where}: expected a loss that requires grad (the model's weights do), got one with "
-                f"requires_grad=False: the forward pass runs under torch.no_grad() or the loss is detached; "
-                f"notebook 05 trains with loss.backward(), so build the loss with gradients on")
-        if not same(mask, expected["mask"], atol=0, rtol=0):
-            removed = int(expected["mask"][0].sum())
-            got_removed = int(mask[0].sum()) if isinstance(mask, torch.Tensor) and mask.dim() == 2 else None
-            length = expected["mask"].shape[1]
-            if got_removed == length - removed:
-                hint = "the mask is inverted: 1 marks a removed patch, 0 a visible one"
-            elif got_removed not in (None, removed):
-                hint = (f"the mask ratio is the model's own, model.mask_ratio = {cfg.mask_ratio} ({removed} of "
-                        f"{length} patches removed), not a fixed 0.75")
-            else:
-                hint = "the mask comes from random_masking with the given noise (1 = removed)"
-            raise ExerciseError(f"{where}: expected mask {list(expected['mask'].shape)} with {removed} removed per "
-                                f"image, got {shapes[2]}" + (f" with {got_removed} removed" if got_removed is not None
-                                                              else "") + f". Hint: {hint}")
+        loss, pred, mask = _outputs(where, got, expected)
+        _judge_mask(where, mask, expected["mask"], cfg.mask_ratio, _shapes(got)[2])
         if not same(pred, expected["pred"]):
-            raise ExerciseError(
-                f"{where}: expected pred {list(expected['pred'].shape)} equal to MAE.forward's, got "
-                + (f"shape {shapes[1]}" if not (isinstance(pred, torch.Tensor) and pred.shape == expected["pred"].shape)
-                   else f"values off by up to {(pred.float() - expected['pred']).abs().max().item():.3g}")
-                + ". Hint: pred = forward_decoder(model, latent, ids_restore), with latent and ids_restore from "
-                  "forward_encoder(model, imgs, model.mask_ratio, noise); their checkers in notebooks 03 and 04 "
-                  "say which step differs")
-        if not same(loss, expected["loss"]):
-            target = patchify(imgs, model.patch_size)
-            other = mae_loss(target, expected["pred"], expected["mask"], not cfg.norm_pix_loss)
-            hint = (f"use the model's setting, model.norm_pix_loss = {cfg.norm_pix_loss}" if same(loss, other)
-                    else "loss = your mae_loss(patchify(imgs, model.patch_size), pred, mask, model.norm_pix_loss)")
-            raise ExerciseError(f"{where}: expected loss {expected['loss'].item():.6g} (MAE.forward's), got "
-                                f"{loss.item():.6g}. Hint: {hint}")
+            fail(f"{where}: expected pred {list(expected['pred'].shape)} equal to MAE.forward's, got "
+                 + (f"shape {_shapes(got)[1]}" if not (isinstance(pred, torch.Tensor) and pred.shape == expected["pred"].shape)
+                    else f"values off by up to {(pred.float() - expected['pred']).abs().max().item():.3g}")
+                 + ". Hint: pred = forward_decoder(model, latent, ids_restore), with latent and ids_restore from "
+                   "forward_encoder(model, imgs, model.mask_ratio, noise); their checkers in notebooks 03 and 04 "
+                   "say which step differs")
+        said = f"{where}: expected loss {expected['loss'].item():.6g} (MAE.forward's), got {loss.item():.6g}. Hint: "
+        judge(where, loss, expected["loss"], MAE_FORWARD_MISTAKES, {"model": model, "imgs": imgs, "expected": expected},
+              matches=same, found=lambda m: said + m, differs=lambda: fail(
+                  said + "loss = your mae_loss(patchify(imgs, model.patch_size), pred, mask, model.norm_pix_loss)"))
     return passed("mae_forward", "loss, pred and mask equal MAE.forward with the same weights and noise")
+
+
+def _shapes(got: tuple) -> list:
+    return [list(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__ for t in got]
+
+
+def _outputs(where: str, got: Any, expected: dict) -> tuple:
+    """The contract of the answer: a tuple (loss [], pred, mask) in that order, the loss with gradients on."""
+    if isinstance(got, dict):
+        fail(f"{where}: expected a tuple (loss, pred, mask), got a dict with keys {sorted(got)}: return loss, pred, mask")
+    if not isinstance(got, (tuple, list)) or len(got) != 3:
+        fail(f"{where}: expected a tuple (loss, pred, mask), got {type(got).__name__}"
+             + (f" of length {len(got)}" if isinstance(got, (tuple, list)) else ""))
+    loss = got[0]
+    if not (isinstance(loss, torch.Tensor) and loss.dim() == 0):
+        fail(f"{where}: expected (loss [], pred {list(expected['pred'].shape)}, mask "
+             f"{list(expected['mask'].shape)}) in that order, got {_shapes(got)}")
+    Contract(requires_grad=(True, f"{where}: {_GRAD}")).check(loss)
+    return tuple(got)
+
+
+def _judge_mask(where: str, mask: Any, want: torch.Tensor, ratio: float, shape: Any) -> None:
+    """The mask must be MAE.forward's; the hint says what the number of removed patches gives away."""
+    if same(mask, want, atol=0, rtol=0):
+        return
+    removed, length = int(want[0].sum()), want.shape[1]
+    got_removed = int(mask[0].sum()) if isinstance(mask, torch.Tensor) and mask.dim() == 2 else None
+    if got_removed == length - removed:
+        hint = "the mask is inverted: 1 marks a removed patch, 0 a visible one"
+    elif got_removed not in (None, removed):
+        hint = (f"the mask ratio is the model's own, model.mask_ratio = {ratio} ({removed} of "
+                f"{length} patches removed), not a fixed 0.75")
+    else:
+        hint = "the mask comes from random_masking with the given noise (1 = removed)"
+    fail(f"{where}: expected mask {list(want.shape)} with {removed} removed per image, got {shape}"
+         + (f" with {got_removed} removed" if got_removed is not None else "") + f". Hint: {hint}")

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..evaluate import linear_probe
-from ._feedback import ExerciseError, call_learner, checker, passed
+from ._feedback import call_learner, checker, passed
 from ._judge import Mistake, expect_shape, fail, judge
 from ._models import one_thread
 
