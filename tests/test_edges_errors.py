@@ -16,6 +16,7 @@ import torch
 
 from mae_lesson import MAE, results
 from mae_lesson import pretrain as engine
+from mae_lesson.run import finetune_cli
 from mae_lesson.checkpoint import safe_load
 from mae_lesson.data import DEBIAN_FASHION_MNIST, ImageData, load_fashion_mnist
 from mae_lesson.finetune import FinetuneArgs, finetune
@@ -69,7 +70,7 @@ def test_a_number_yaml_reads_as_text_is_the_number_and_quoted_text_stays_text():
 def test_bad_fine_tuning_values_are_one_line(argv, phrase, tiny_model, tmp_path, capsys, monkeypatch):
     tiny_model.save_checkpoint(tmp_path / "model.pt")
     monkeypatch.setattr(results, "load_dataset", lambda *a, **k: pytest.fail("data loaded before the values were checked"))
-    message = refused(results.main, [*argv, "--checkpoint", str(tmp_path / "model.pt"), "--out", str(tmp_path / "e")],
+    message = refused(finetune_cli.main, [*argv, "--checkpoint", str(tmp_path / "model.pt"), "--out", str(tmp_path / "e")],
                       capsys)
     assert phrase in message, message
 
@@ -110,7 +111,7 @@ def test_a_config_that_claims_a_huge_model_is_refused_from_the_shapes_alone(clai
 def test_a_checkpoint_config_that_is_not_a_config_is_one_line(config, phrase, tiny_model, tmp_path, capsys):
     path = tmp_path / "model.pt"
     torch.save({"model": tiny_model.state_dict(), "config": config}, path)
-    message = refused(results.main, ["--mode", "probe", "--checkpoint", str(path), "--out", str(tmp_path / "e")], capsys)
+    message = refused(finetune_cli.main, ["--mode", "probe", "--checkpoint", str(path), "--out", str(tmp_path / "e")], capsys)
     assert phrase in message and str(path) in message, message
 
 

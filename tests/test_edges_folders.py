@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from mae_lesson import results
+from mae_lesson.run import finetune_cli
 from mae_lesson.runfolder import claim_folder, release_lock
 
 from test_robustness import one_error_line  # noqa: E402
@@ -45,7 +46,7 @@ def test_table_and_probe_refuse_a_folder_with_earlier_results(mode, earlier, tin
     (out / "notes.txt").write_text("mine")
     before = snapshot(out)
     with pytest.raises(SystemExit) as exit_:
-        results.main(["--mode", mode, "--checkpoint", str(tmp_path / "model.pt"), "--out", str(out)])
+        finetune_cli.main(["--mode", mode, "--checkpoint", str(tmp_path / "model.pt"), "--out", str(out)])
     assert exit_.value.code == 2
     message = one_error_line(capsys.readouterr().err)
     assert earlier in message and "--overwrite" in message and str(out) in message, message
@@ -69,5 +70,5 @@ def test_overwrite_deletes_only_that_modes_results(mode, earlier, tiny_model, tm
 
     monkeypatch.setattr(results, "load_dataset", load)
     with pytest.raises(Loaded):
-        results.main(["--mode", mode, "--checkpoint", str(tmp_path / "model.pt"), "--out", str(out), "--overwrite"])
+        finetune_cli.main(["--mode", mode, "--checkpoint", str(tmp_path / "model.pt"), "--out", str(out), "--overwrite"])
     assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]  # its lock released, the user's file kept

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from mae_lesson import MAE, results
+from mae_lesson.run import finetune_cli
 from mae_lesson import pretrain as engine
 from mae_lesson.checkpoint import safe_load
 from mae_lesson.pretrain import NonFiniteLossError, pretrain
@@ -73,7 +74,7 @@ def test_a_checkpoint_with_non_finite_or_non_tensor_weights_is_refused_in_one_li
         MAE.from_checkpoint(path)
     for mode in ("probe", "finetune", "table"):
         with pytest.raises(SystemExit) as exit_:
-            results.main(["--mode", mode, "--checkpoint", str(path), "--out", str(tmp_path / f"eval_{mode}")])
+            finetune_cli.main(["--mode", mode, "--checkpoint", str(path), "--out", str(tmp_path / f"eval_{mode}")])
         assert exit_.value.code == 2
         message = one_error_line(capsys.readouterr().err)
         assert str(path) in message and phrase in message and len(message.splitlines()) == 1, message

@@ -18,7 +18,7 @@ from mae_lesson.config import load_recipe, recipe_names
 from mae_lesson.finetune import FinetuneArgs
 from mae_lesson.optim import WarmupCosine, param_groups
 from mae_lesson.pretrain import NonFiniteLossError, PretrainArgs, build_parser, parse_args, train_step
-from mae_lesson.results import parse_args as finetune_parse_args
+from mae_lesson.run.finetune_cli import parse_args as finetune_parse_args
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = {"img_size": 16, "patch_size": 4, "in_chans": 1, "embed_dim": 16, "encoder_depth": 2, "encoder_num_heads": 2,

@@ -158,11 +158,12 @@ def test_probe_mode_scores_each_requested_pool_and_records_them(tmp_path, monkey
     import json
 
     import mae_lesson.results as ft
+    from mae_lesson.run import finetune_cli
 
     data = {"train": toy_images(64), "test": toy_images(32, seed=1)}
     monkeypatch.setattr(ft, "load_dataset", lambda name, root, split, **at: data[split])  # no Fashion-MNIST needed
     MAE(CFG).save_checkpoint(tmp_path / "mae.pt")
-    ft.main(["--mode", "probe", "--checkpoint", str(tmp_path / "mae.pt"), "--pool", "cls", "both",
+    finetune_cli.main(["--mode", "probe", "--checkpoint", str(tmp_path / "mae.pt"), "--pool", "cls", "both",
              "--probe-epochs", "2", "--out", str(tmp_path / "eval"), "--no-progress"])
     saved = json.loads((tmp_path / "eval" / "probe.json").read_text())
     assert list(saved["scores"]) == ["cls", "both"] and saved["probe_epochs"] == 2
@@ -176,7 +177,7 @@ def test_probe_mode_scores_each_requested_pool_and_records_them(tmp_path, monkey
 
 def test_command_line_defaults_reproduce_the_committed_results_table():
     """`python -m mae_lesson.finetune --mode table` alone runs the recipe, seeds and checkpoint of docs/results."""
-    from mae_lesson.results import build_parser
+    from mae_lesson.run.finetune_cli import build_parser
     from mae_lesson.pretrained import pretrained_path
 
     committed = json.loads((Path(__file__).resolve().parent.parent / "docs" / "results" / "results.json").read_text())

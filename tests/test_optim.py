@@ -82,5 +82,5 @@ def test_the_engine_steps_with_the_fused_adamw(tmp_path):
 def test_fine_tuning_steps_with_the_fused_adamw(tiny_config):
     images = torch.randint(0, 256, (64, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
     data = ImageData(images, torch.arange(64) % 10, tuple("abcdefghij"), (0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
-    _, _, optimizer, _, _ = finetune_setup(MAE(tiny_config), data, FinetuneArgs(batch_size=32, epochs=1))
+    optimizer = finetune_setup(MAE(tiny_config), data, FinetuneArgs(batch_size=32, epochs=1)).optimizer
     assert optimizer.defaults["fused"] is True

@@ -23,6 +23,7 @@ import torch
 from mae_lesson import MAE
 from mae_lesson import pretrain as engine
 from mae_lesson import results
+from mae_lesson.run import finetune_cli
 from mae_lesson.checkpoint import atomic_save, safe_load
 from mae_lesson.errors import EXIT_SIGINT, EXIT_SIGTERM, RunError, describe
 from mae_lesson.pretrain import NonFiniteLossError, PretrainArgs, model_config, pretrain
@@ -358,7 +359,7 @@ def test_finetune_with_a_bad_checkpoint_fails_before_loading_data(content, mode,
 
     monkeypatch.setattr(results, "load_dataset", no_data)
     with pytest.raises(SystemExit) as exit_:
-        results.main(["--mode", mode, "--checkpoint", str(path), "--out", str(tmp_path / "eval")])
+        finetune_cli.main(["--mode", mode, "--checkpoint", str(path), "--out", str(tmp_path / "eval")])
     assert exit_.value.code == 2
     message = one_error_line(capsys.readouterr().err)
     assert str(path) in message and len(message.splitlines()) == 1, message
@@ -373,7 +374,7 @@ def test_finetune_out_on_or_under_a_file_fails_before_loading_data(place, tiny_m
     monkeypatch.setattr(results, "load_dataset", lambda *a, **k: pytest.fail("data loaded before --out was checked"))
     for mode in ("probe", "table"):
         with pytest.raises(SystemExit) as exit_:
-            results.main(["--mode", mode, "--checkpoint", str(tmp_path / "model.pt"), "--out", str(out)])
+            finetune_cli.main(["--mode", mode, "--checkpoint", str(tmp_path / "model.pt"), "--out", str(out)])
         assert exit_.value.code == 2
         assert str(out) in one_error_line(capsys.readouterr().err)
     assert blocker.read_text() == "keep me"
@@ -387,7 +388,7 @@ def test_finetune_command_line_refuses_bad_values_in_one_line(tmp_path):
 
 
 def test_every_flag_of_both_command_lines_has_help_with_its_default():
-    for parser in (engine.build_parser(), results.build_parser()):
+    for parser in (engine.build_parser(), finetune_cli.build_parser()):
         for action in parser._actions:
             if action.dest == "help":
                 continue

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..data import ImageData
-from ..finetune import FinetuneArgs, finetune, finetune_setup
+from ..finetuning import FinetuneArgs, FinetuneRun, finetune, finetune_setup
 from ._feedback import call_learner, checker, passed
 from ._judge import Mistake, fail, judge
 from ._models import CHECK_CONFIG, one_thread, tiny_mae
@@ -48,10 +48,15 @@ def _loop_variant(model, loader, optimizer, schedule, steps, label_smoothing, ch
     return losses
 
 
+def _parts(run: FinetuneRun) -> tuple:
+    """``(model, loader, optimizer, schedule, total_steps)``: what the learner's loop takes."""
+    return run.model, run.loader, run.optimizer, run.schedule, run.total_steps
+
+
 def _looped(change: str, message: str) -> Mistake:
     """A row: the model after the loop with ``change``, from a fresh set-up of the case (mae, train, args)."""
     def trained(c: tuple) -> nn.Module:
-        model, loader, optimizer, schedule, total = finetune_setup(*c)
+        model, loader, optimizer, schedule, total = _parts(finetune_setup(*c))
         _loop_variant(model, loader, optimizer, schedule, total, c[2].label_smoothing, change)
         return model
     return Mistake(change, trained, message)
@@ -100,7 +105,7 @@ def _check_finetune_steps(fn: Callable[..., list[float]]) -> bool:
                         drop_path=0.0, label_smoothing=0.1, mixup=0.0, warmup_epochs=0.5, crop_scale=0.8,
                         seed=0, device="cpu", progress=False, eval_every_epoch=False)
     expected = finetune(mae, train, test, args)["model"]
-    model, loader, optimizer, schedule, total = finetune_setup(mae, train, args)
+    model, loader, optimizer, schedule, total = _parts(finetune_setup(mae, train, args))
     start = copy.deepcopy(model)
     where = f"finetune_steps(ViTClassifier, BatchLoader of {len(loader)} batches, optimizer, schedule, steps={total}, label_smoothing=0.1)"
     losses = call_learner(fn, "finetune_steps", model, loader, optimizer, schedule, total, args.label_smoothing)
@@ -125,7 +130,7 @@ def _check_finetune_steps(fn: Callable[..., list[float]]) -> bool:
 
 def _check_losses(where: str, losses: list, case: tuple) -> None:
     """The weights are right: the losses must be each step's loss.item(), in order."""
-    fresh, loader, optimizer, schedule, total = finetune_setup(*case)
+    fresh, loader, optimizer, schedule, total = _parts(finetune_setup(*case))
     want = _loop_variant(fresh, loader, optimizer, schedule, total, case[2].label_smoothing, change="none")
     if not all(math.isclose(a, b, rel_tol=1e-4, abs_tol=1e-6) for a, b in zip(losses, want)):
         fail(f"{where}: expected the loss of each step {[round(v, 4) for v in want[:4]]}..., got "

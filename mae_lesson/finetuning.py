@@ -1,0 +1,191 @@
+"""Fine-tuning a pretrained encoder, the lesson of notebook 07: :func:`finetune` and its state, :class:`FinetuneRun`.
+
+Full fine-tuning follows the official ``main_finetune.py``: the pretrained encoder, average
+pool over patch tokens + ``fc_norm``, layer-wise lr decay, drop path, label smoothing, optional
+RandAugment, mixup and CutMix (:mod:`mae_lesson.augment`), AdamW with warm-up and cosine.
+``from_scratch=True`` trains the same ViT from random weights with the same budget, the
+comparison learners ask for.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from .augment import AUTO_AUGMENT_HELP, augment_batch, auto_augment, batch_mixer, soft_targets
+from .classifier import ViTClassifier, layer_decay_scales
+from .cli import arg_field, check_field_types, check_recipe
+from .config import Config, load_recipe
+from .data import BatchLoader, ImageData
+from .model import MAE
+from .optim import WarmupCosine, adamw, param_groups, scaled_lr
+from .utils import get_device, model_device, set_seed
+
+DEFAULT_RECIPE = "finetune_short"
+_RECIPE = load_recipe(DEFAULT_RECIPE)
+
+
+@dataclass
+class FinetuneArgs:
+    """A fine-tuning run; defaults are the ``finetune_short`` recipe (``configs/recipes/finetune_short.yaml``)."""
+
+    epochs: int = arg_field(_RECIPE["epochs"], "passes over the training images, in epochs")
+    max_steps: int | None = arg_field(None, "stop after this many optimizer steps; None: no cap", metavar="STEPS")
+    batch_size: int = arg_field(_RECIPE["batch_size"], "images per step", metavar="IMAGES")
+    blr: float = arg_field(_RECIPE["blr"], "base learning rate; lr = blr x batch_size / 256")
+    layer_decay: float = arg_field(_RECIPE["layer_decay"], "lr multiplier per block from the top, a factor "
+                                   "in (0, 1] (1 = none)")
+    weight_decay: float = arg_field(_RECIPE["weight_decay"], "AdamW weight decay")
+    drop_path: float = arg_field(_RECIPE["drop_path"], "stochastic depth rate of the last block, a probability in [0, 1)")
+    label_smoothing: float = arg_field(_RECIPE["label_smoothing"], "label smoothing of the cross-entropy, a "
+                                       "fraction in [0, 1)")
+    mixup: float = arg_field(_RECIPE["mixup"], "alpha of Beta(alpha, alpha) mixup (torchvision's MixUp); 0 "
+                             "turns it off")
+    cutmix: float = arg_field(0.0, "alpha of Beta(alpha, alpha) CutMix; 0 turns it off")
+    mix_switch_prob: float = arg_field(0.5, "with mixup and CutMix both on, the chance that a batch gets CutMix, "
+                                       "a probability in [0, 1]")
+    auto_augment: str = arg_field("none", AUTO_AUGMENT_HELP)
+    warmup_epochs: float = arg_field(_RECIPE["warmup_epochs"], "linear warm-up length, in epochs")
+    crop_scale: float = arg_field(_RECIPE["crop_scale"], "RandomResizedCrop's smallest area, a fraction of the "
+                                  "image in (0, 1] (1 = no crops)")
+    seed: int = arg_field(0, "seed of initialisation, batches and augmentation")
+    device: str = arg_field("auto", "auto (cuda, then mps, then cpu), cuda, mps or cpu")
+    progress: bool = arg_field(True, "show a progress bar")
+    eval_every_epoch: bool = arg_field(_RECIPE["eval_every_epoch"], "test accuracy after each epoch, for a "
+                                  "learning curve (not for selection)")
+
+    def __post_init__(self) -> None:
+        """Refuse a value the run cannot use, naming the flag and a valid range."""
+        check_field_types(self)
+        for name in ("epochs", "batch_size", "max_steps"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
+        ranges = {"blr": (lambda v: v > 0, "positive"), "weight_decay": (lambda v: v >= 0, "0 or more"),
+                  "mixup": (lambda v: v >= 0, "0 or more"), "warmup_epochs": (lambda v: v >= 0, "0 or more"),
+                  "layer_decay": (lambda v: 0 < v <= 1, "in (0, 1]"), "crop_scale": (lambda v: 0 < v <= 1, "in (0, 1]"),
+                  "drop_path": (lambda v: 0 <= v < 1, "in [0, 1)"), "label_smoothing": (lambda v: 0 <= v < 1, "in [0, 1)"),
+                  "cutmix": (lambda v: v >= 0, "0 or more"), "mix_switch_prob": (lambda v: 0 <= v <= 1, "in [0, 1]")}
+        for name, (valid, text) in ranges.items():
+            if not valid(getattr(self, name)):
+                raise ValueError(f"--{name.replace('_', '-')} must be {text}, got {getattr(self, name)}")
+        auto_augment(self.auto_augment)  # refuses a name it does not know
+
+
+check_recipe(FinetuneArgs, _RECIPE, DEFAULT_RECIPE)
+
+
+@dataclass
+class FinetuneRun:
+    """What a fine-tuning run builds before its first step (pretraining's counterpart is ``Run``)."""
+
+    model: ViTClassifier       # the classifier being trained, on the CPU until :func:`finetune` moves it
+    loader: BatchLoader        # training batches, seeded per epoch
+    optimizer: torch.optim.Optimizer
+    schedule: WarmupCosine
+    total_steps: int           # optimizer steps of the whole run (epochs x batches, capped by max_steps)
+    config: Config             # the model config (the pretrained model's, or the from-scratch one)
+
+
+def finetune_setup(mae: MAE | None, train: ImageData, args: FinetuneArgs, config: Config | None = None) -> FinetuneRun:
+    """What :func:`finetune` builds before its first step: model, loader, optimizer, schedule, steps.
+
+    Seeded first, so the same ``args.seed`` gives the same weights and batches (notebook 07's
+    hand-written loop starts from here too).
+    """
+    wanted = mae.config if mae is not None else config
+    if wanted is not None and wanted.in_chans != train.images.shape[1]:
+        raise ValueError(f"the model takes {wanted.in_chans}-channel images but the training images have "
+                         f"{train.images.shape[1]}: fine-tune a model pretrained on this kind of images")
+    if args.batch_size > len(train):
+        raise ValueError(f"--batch-size {args.batch_size} is larger than the {len(train)} training images: lower "
+                         f"--batch-size (or use more images)")
+    set_seed(args.seed)
+    if mae is None:  # from scratch: layer decay only makes sense on top of pretrained layers
+        model, decay = ViTClassifier(config, len(train.classes), args.drop_path), 1.0
+    else:
+        model, config, decay = ViTClassifier.from_mae(mae, len(train.classes), args.drop_path), mae.config, args.layer_decay
+    loader = BatchLoader(train, args.batch_size, config.img_size, train=True, seed=args.seed,
+                         crop_scale=(args.crop_scale, 1.0))
+    total = args.epochs * len(loader) if args.max_steps is None else min(args.max_steps, args.epochs * len(loader))
+    lr = scaled_lr(args.blr, args.batch_size)
+    optimizer = adamw(param_groups(model, args.weight_decay, layer_decay_scales(model, decay)), lr)
+    schedule = WarmupCosine(optimizer, lr, total, int(args.warmup_epochs * len(loader)))
+    return FinetuneRun(model, loader, optimizer, schedule, total, config)
+
+
+def finetune(mae: MAE | None, train: ImageData, test: ImageData, args: FinetuneArgs | None = None,
+             config: Config | None = None) -> dict[str, Any]:
+    """Fine-tune a pretrained MAE encoder (or, with ``mae=None``, train ``config`` from scratch).
+
+    Returns ``{"accuracy", "predictions", "seconds", "steps", "model", "history"}``; ``history`` lists
+    ``(epoch, test accuracy)`` after each epoch when ``args.eval_every_epoch`` (else only the end).
+    Training runs on ``args.device``; the returned ``model`` comes back on the device ``mae`` is on
+    (the CPU for ``mae=None``), so the caller's tensors fit it. ``mae`` itself is never moved.
+    """
+    args = args or FinetuneArgs()
+    device = get_device(args.device)
+    run = finetune_setup(mae, train, args, config)
+    run.model.to(device)
+    augment = auto_augment(args.auto_augment)
+    mixer = batch_mixer(args.mixup, args.cutmix, args.mix_switch_prob, len(train.classes))
+    step, tick, eval_seconds, history, per_epoch = 0, time.perf_counter(), 0.0, [], len(run.loader)
+    bar = tqdm(total=run.total_steps, desc="fine-tune" if mae is not None else "from scratch", disable=not args.progress)
+    run.model.train()
+    while step < run.total_steps:
+        loss = finetune_step(run, train, step, args.label_smoothing, device, augment, mixer)
+        step += 1
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss:.3f}")
+        if args.eval_every_epoch and step % per_epoch == 0 and step < run.total_steps:
+            start = time.perf_counter()
+            history.append((step / per_epoch, accuracy(predict(run.model, test, run.config.img_size, device), test)))
+            eval_seconds += time.perf_counter() - start
+            bar.write(f"epoch {history[-1][0]:g}: test accuracy {history[-1][1]:.2%}")
+            run.model.train()
+    bar.close()
+    seconds = time.perf_counter() - tick - eval_seconds  # training time only
+    predictions = predict(run.model, test, run.config.img_size, device)
+    history.append((step / per_epoch, accuracy(predictions, test)))
+    run.model.to(model_device(mae) if mae is not None else torch.device("cpu"))
+    return {"accuracy": history[-1][1], "predictions": predictions, "seconds": seconds, "steps": step,
+            "model": run.model, "history": history}
+
+
+def finetune_step(run: FinetuneRun, train: ImageData, step: int, label_smoothing: float, device: torch.device,
+                  augment: Any = None, mixer: Any = None) -> float:
+    """One optimizer step on batch ``step`` of the run (its epoch from ``step``); returns the loss.
+
+    The images ``[N, C, H, W]`` get the loader's crop and flip, then ``augment`` per image (on the CPU,
+    timm's order), then mixup/CutMix with ``mixer``; the loss is the cross-entropy against the soft targets.
+    """
+    run.loader.set_epoch(step // len(run.loader))
+    imgs, labels, batch_seed = run.loader.batch(step % len(run.loader))
+    if augment is not None:
+        imgs = augment_batch(imgs, augment, train.mean, train.std, batch_seed)
+    imgs, labels = imgs.to(device), labels.to(device)
+    imgs, target = soft_targets(imgs, labels, len(train.classes), label_smoothing, mixer, batch_seed + 1)
+    loss = torch.sum(-target * F.log_softmax(run.model(imgs), dim=1), dim=1).mean()
+    run.optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    run.optimizer.step()
+    run.schedule.step()
+    return loss.item()
+
+
+def accuracy(predictions: torch.Tensor, data: ImageData) -> float:
+    """Fraction of ``predictions`` ``[N]`` equal to ``data.labels``."""
+    return float((predictions == data.labels).float().mean())
+
+
+@torch.no_grad()
+def predict(model: nn.Module, data: ImageData, img_size: int, device: torch.device, batch_size: int = 500) -> torch.Tensor:
+    model.eval()
+    loader = BatchLoader(data, batch_size, img_size, train=False)
+    return torch.cat([model(x.to(device)).argmax(dim=1).cpu() for x, _, _ in loader])
