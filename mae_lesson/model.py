@@ -241,11 +241,12 @@ class MAE(nn.Module):
         pos_embed, _ = self.position_tables(grid_hw)
         x = patch_tokens(self.patch_embed, pos_embed, imgs)  # [N, L, D]
         if noise is None and grid_hw != tuple(self.patch_embed.grid_size):
-            noise = self.mask_noise(x.shape[0], grid_hw, mask_ratio, device=x.device)  # for this grid
+            # random_masking(x, mask_ratio) knows only the configured grid: this grid's noise is drawn here.
+            noise = self.mask_noise(x.shape[0], grid_hw, mask_ratio, device=x.device)
         if noise is None:
             x, mask, ids_restore = self.random_masking(x, mask_ratio)  # the overridable hook (see its docstring)
         else:
-            x, mask, ids_restore = random_masking(x, mask_ratio, noise)
+            x, mask, ids_restore = random_masking(x, mask_ratio, noise)  # given noise is the mask, as in HF
         x = prepend_cls(self.cls_token, pos_embed, x)  # [N, 1 + L_keep, D]
         return self.norm(self.run_blocks(self.blocks, x)), mask, ids_restore
 
