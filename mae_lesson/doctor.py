@@ -32,7 +32,7 @@ from .config import Config
 from .data import _idx_pair, fashion_mnist_sources
 from .model import MAE
 from .optim import WarmupCosine
-from .pretrain import train_step
+from .engine import train_step
 from .pretrained import DATA_DIR, pretrained_path
 from .utils import get_device
 

@@ -25,6 +25,7 @@ from experiments.ablations import SHIPPED_CHECKPOINT, SWEEPS, EncoderWithMaskTok
 from mae_lesson import MAE
 from mae_lesson.config import Config
 from mae_lesson.data import DEBIAN_FASHION_MNIST
+from mae_lesson.runfolder import claim_folder, release_lock
 
 TINY = {"img_size": 28, "patch_size": 4, "in_chans": 1, "embed_dim": 32, "encoder_depth": 1, "encoder_num_heads": 2,
         "decoder_embed_dim": 32, "decoder_depth": 1, "decoder_num_heads": 2}
@@ -120,6 +121,18 @@ def test_a_finished_run_is_reused_only_with_the_same_arguments(tmp_path):
     assert finished(tmp_path, wanted)
     assert not finished(tmp_path, pretrain_args(args, SWEEPS["p7"], {}, 1, 16, tmp_path))  # another seed
     assert not finished(tmp_path, pretrain_args(args, SWEEPS["p7"], {}, 0, 32, tmp_path))  # another budget
+
+
+def test_an_unfinished_run_in_a_sweep_folder_starts_over(tmp_path):
+    """A run stopped half-way leaves checkpoint.pt and metrics.jsonl; the sweep's next try replaces it."""
+    args = argparse.Namespace(train=[None] * 512, batch_size=64, blr=1e-3, train_images=512, data_root="data")
+    wanted = pretrain_args(args, SWEEPS["p7"], {}, 0, 16, tmp_path / "seed0")
+    (tmp_path / "seed0").mkdir()
+    (tmp_path / "seed0" / "checkpoint.pt").write_bytes(b"an interrupted run's last save")
+    (tmp_path / "seed0" / "metrics.jsonl").write_text('{"kind": "train", "step": 3}\n')
+    lock, created, resume_from = claim_folder(wanted.out, wanted.resume, wanted.overwrite)  # refused without overwrite
+    release_lock(lock)
+    assert not created and resume_from is None
 
 
 def test_cost_estimate_scales_with_flops_and_budget():

@@ -16,7 +16,8 @@ import torch
 
 from mae_lesson import MAE, results
 from mae_lesson import pretrain as engine
-from mae_lesson.run import finetune_cli
+from mae_lesson.run import finetune_cli, pretrain_cli
+from mae_lesson.run import setup as run_setup
 from mae_lesson.checkpoint import safe_load
 from mae_lesson.data import DEBIAN_FASHION_MNIST, ImageData, load_fashion_mnist
 from mae_lesson.finetune import FinetuneArgs, finetune
@@ -149,7 +150,7 @@ def test_a_late_failure_of_a_fresh_run_leaves_no_run_behind(tmp_path, monkeypatc
     def late(*args, **kwargs):
         raise engine.RunError("late failure")
 
-    monkeypatch.setattr(engine, "eval_transform", late)  # the last thing set_up does before the first step
+    monkeypatch.setattr(run_setup, "eval_transform", late)  # the last thing set_up does before the first step
     out = tmp_path / "run"
     with pytest.raises(engine.RunError, match="late failure"):
         pretrain(small_args(grey_folder(tmp_path / "imgs"), out))
@@ -160,7 +161,7 @@ def test_a_second_ctrl_c_names_the_checkpoint_that_exists(tmp_path, capsys, monk
     def stopped_at_once(args):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(engine, "pretrain", stopped_at_once)
+    monkeypatch.setattr(pretrain_cli, "pretrain", stopped_at_once)
     out = tmp_path / "run"
     with pytest.raises(SystemExit):
         engine.main(["--out", str(out)])

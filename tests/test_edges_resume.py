@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from mae_lesson import pretrain as engine
+from mae_lesson.run.state import Run
 from mae_lesson.checkpoint import safe_load
 from mae_lesson.pretrain import PretrainArgs, pretrain
 from mae_lesson.stopping import TrainingInterrupted
@@ -60,7 +61,7 @@ def stop_after(step: int, monkeypatch) -> None:
             run.stop.signum = signal.SIGINT
         return run.stop.signum is not None
 
-    monkeypatch.setattr(engine, "_stop_requested", requested)
+    monkeypatch.setattr(Run, "stop_requested", requested)
 
 
 def test_a_stop_after_every_step_then_resume_equals_an_uninterrupted_run(tmp_path, monkeypatch):

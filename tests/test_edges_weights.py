@@ -11,7 +11,7 @@ import torch
 
 from mae_lesson import MAE, results
 from mae_lesson.run import finetune_cli
-from mae_lesson import pretrain as engine
+from mae_lesson import engine
 from mae_lesson.checkpoint import safe_load
 from mae_lesson.pretrain import NonFiniteLossError, pretrain
 

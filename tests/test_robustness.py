@@ -150,11 +150,6 @@ def test_a_run_set_up_without_pretrain_frees_its_folder_when_collected(tmp_path,
     assert not (tmp_path / "run" / ".lock").exists()
 
 
-def test_the_ablation_sweep_says_it_overwrites():
-    text = (ROOT / "experiments" / "ablation_runs.py").read_text()
-    assert "overwrite=True" in text.split("PretrainArgs(", 1)[1].split("pretrain(", 1)[0]
-
-
 # ------------------------------------------------------------------------------ resume checks
 def fake_checkpoint(out: Path, args: PretrainArgs, step: int = 3) -> None:
     out.mkdir(parents=True, exist_ok=True)

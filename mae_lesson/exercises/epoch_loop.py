@@ -13,7 +13,7 @@ import torch
 from ..data import BatchLoader, ImageData
 from ..model import MAE
 from ..optim import WarmupCosine
-from ..pretrain import MASK_SEED_OFFSET
+from ..engine import MASK_SEED_OFFSET
 from ._feedback import ExerciseError, call_learner, checker, passed
 from ._judge import Mistake, fail, judge
 from ._models import tiny_training
