@@ -125,7 +125,8 @@ def test_a_finished_run_is_reused_only_with_the_same_arguments(tmp_path):
 
 def test_an_unfinished_run_in_a_sweep_folder_starts_over(tmp_path):
     """A run stopped half-way leaves checkpoint.pt and metrics.jsonl; the sweep's next try replaces it."""
-    args = argparse.Namespace(train=[None] * 512, batch_size=64, blr=1e-3, train_images=512, data_root="data")
+    args = argparse.Namespace(train=[None] * 512, batch_size=64, blr=1e-3, train_images=512, data_root="data",
+                              dataset="fashion_mnist")
     wanted = pretrain_args(args, SWEEPS["p7"], {}, 0, 16, tmp_path / "seed0")
     (tmp_path / "seed0").mkdir()
     (tmp_path / "seed0" / "checkpoint.pt").write_bytes(b"an interrupted run's last save")
