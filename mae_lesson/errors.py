@@ -34,10 +34,6 @@ class RunError(Exception):
     """An expected failure whose message already names the thing and the fix."""
 
 
-class DiskFullError(RunError, OSError):
-    """A checkpoint or log could not be written because the disk is full."""
-
-
 def is_disk_full(exc: BaseException) -> bool:
     """ENOSPC/EDQUOT, or torch's short-write RuntimeError (``unexpected pos ... inline_container``)."""
     if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
