@@ -11,9 +11,11 @@ import dataclasses
 import math
 import types
 import typing
-from typing import Any, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 import torch
+
+from .config import load_recipe
 
 
 def arg_field(default: Any, help: str, **metadata: Any) -> Any:
@@ -116,3 +118,18 @@ def check_recipe(cls: type, recipe: Mapping[str, Any], source: str) -> None:
     if unknown:
         raise ValueError(f"recipe {source} sets {', '.join(unknown)}, which {cls.__name__} does not have; "
                          f"valid names: {', '.join(sorted(names))}")
+
+
+def parse_with_recipe(argv: list[str] | None, cls: type, default_recipe: str,
+                      build_parser: Callable[[dict[str, Any]], argparse.ArgumentParser]) -> argparse.Namespace:
+    """Parse ``argv`` in two passes: ``--recipe`` first, then every flag with that recipe's values as defaults.
+
+    The recipe is checked against ``cls``'s fields before the flags are parsed, so a recipe with a
+    misspelt name fails with the valid names rather than being ignored.
+    """
+    recipe_parser = argparse.ArgumentParser(add_help=False)
+    recipe_parser.add_argument("--recipe", default=default_recipe)
+    recipe_name = recipe_parser.parse_known_args(argv)[0].recipe
+    recipe = load_recipe(recipe_name)
+    check_recipe(cls, recipe, recipe_name)
+    return build_parser(recipe).parse_args(argv)

@@ -47,47 +47,54 @@ STR_KEYS = ("model_name", "mask_type", "dataset", "description")
 PER_CHANNEL_KEYS = ("norm_mean", "norm_std")
 
 
+def bundled_names(folder: str = "configs") -> list[str]:
+    """Names of the YAML files shipped in ``mae_lesson/<folder>`` (``configs`` or ``configs/recipes``)."""
+    shipped = resources.files("mae_lesson").joinpath(*folder.split("/"))
+    return sorted(p.name[: -len(".yaml")] for p in shipped.iterdir() if p.name.endswith(".yaml"))
+
+
 def bundled_config_names() -> list[str]:
     """Names of the YAML configs shipped inside the package."""
-    folder = resources.files("mae_lesson") / "configs"
-    return sorted(p.name[: -len(".yaml")] for p in folder.iterdir() if p.name.endswith(".yaml"))
-
-
-def _resolve(path_or_name: str | Path) -> Path:
-    """A YAML file on disk wins; otherwise a bundled config named by the path's stem."""
-    path = Path(path_or_name)
-    if path.is_file():
-        return path
-    name = path.name[: -len(path.suffix)] if path.suffix in (".yaml", ".yml") else path.name
-    bundled = resources.files("mae_lesson") / "configs" / f"{name}.yaml"
-    if bundled.is_file():
-        return Path(str(bundled))
-    raise FileNotFoundError(
-        f"No config file {str(path_or_name)!r} and no bundled config named {name!r}. "
-        f"Give a YAML path or one of: {', '.join(bundled_config_names())}."
-    )
+    return bundled_names("configs")
 
 
 def recipe_names() -> list[str]:
     """Names of the training recipes shipped in ``mae_lesson/configs/recipes``."""
-    folder = resources.files("mae_lesson") / "configs" / "recipes"
-    return sorted(p.name[: -len(".yaml")] for p in folder.iterdir() if p.name.endswith(".yaml"))
+    return bundled_names("configs/recipes")
+
+
+def bundled_file(path_or_name: str | Path, folder: str, what: str) -> Path:
+    """A YAML file on disk wins; otherwise the file of ``mae_lesson/<folder>`` named by the path's stem.
+
+    ``what`` names the kind of file in the error (``config``, ``recipe``), which lists the bundled names.
+    """
+    path = Path(path_or_name)
+    if path.is_file():
+        return path
+    name = path.name[: -len(path.suffix)] if path.suffix in (".yaml", ".yml") else path.name
+    bundled = resources.files("mae_lesson").joinpath(*folder.split("/"), f"{name}.yaml")
+    if bundled.is_file():
+        return Path(str(bundled))
+    raise FileNotFoundError(
+        f"No {what} file {str(path_or_name)!r} and no bundled {what} named {name!r}. "
+        f"Give a YAML path or one of: {', '.join(bundled_names(folder))}."
+    )
+
+
+def load_mapping(path_or_name: str | Path, folder: str, what: str) -> dict[str, Any]:
+    """The YAML mapping of a file on disk or a bundled one (:func:`bundled_file`); an empty file is ``{}``."""
+    path = bundled_file(path_or_name, folder, what)
+    values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    if not isinstance(values, dict):
+        raise ValueError(f"{what} {str(path)!r} must hold a YAML mapping of names to values, got "
+                         f"{type(values).__name__}")
+    return values
 
 
 def load_recipe(path_or_name: str | Path) -> dict[str, Any]:
     """A training recipe (the values of ``PretrainArgs`` or ``FinetuneArgs`` it sets), from a YAML
     path or the name of a bundled recipe (``pretrain_cpu``, ``finetune_table``, ``finetune_short``)."""
-    path = Path(path_or_name)
-    if not path.is_file():
-        bundled = resources.files("mae_lesson") / "configs" / "recipes" / f"{path.stem}.yaml"
-        if not bundled.is_file():
-            raise FileNotFoundError(f"No recipe file {str(path_or_name)!r} and no bundled recipe named "
-                                    f"{path.stem!r}. Give a YAML path or one of: {', '.join(recipe_names())}.")
-        path = Path(str(bundled))
-    values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    if not isinstance(values, dict):
-        raise ValueError(f"recipe {str(path)!r} must be a mapping of argument names to values")
-    return values
+    return load_mapping(path_or_name, "configs/recipes", "recipe")
 
 
 def _is_int(value: Any) -> bool:
@@ -161,12 +168,7 @@ class Config(dict):
     @classmethod
     def from_file(cls, path_or_name: str | Path) -> "Config":
         """Load a YAML path, or a bundled config by name (``'mae_base'``, ``'configs/mae_config.yaml'``)."""
-        path = _resolve(path_or_name)
-        with open(path, encoding="utf-8") as handle:
-            values = yaml.safe_load(handle) or {}
-        if not isinstance(values, dict):
-            raise ValueError(f"{path} must hold a YAML mapping of config keys, got {type(values).__name__}")
-        return cls(values)
+        return cls(load_mapping(path_or_name, "configs", "config"))
 
     def to_dict(self) -> dict[str, Any]:
         """A plain ``dict`` copy (what ``MAE(...)`` and checkpoints take)."""

@@ -14,7 +14,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from ..cli import add_dataclass_flags, check_device, check_recipe, dataclass_values
+from ..cli import add_dataclass_flags, check_device, dataclass_values, parse_with_recipe
 from ..config import load_recipe
 from ..data import check_seed
 from ..errors import EXIT_SIGINT, command_line_errors
@@ -64,12 +64,7 @@ def build_parser(recipe: dict[str, Any] | None = None) -> argparse.ArgumentParse
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Parse the command line, with the defaults of the recipe it names (``--recipe``)."""
-    recipe_parser = argparse.ArgumentParser(add_help=False)
-    recipe_parser.add_argument("--recipe", default=TABLE_RECIPE)
-    recipe_name = recipe_parser.parse_known_args(argv)[0].recipe
-    recipe = load_recipe(recipe_name)
-    check_recipe(FinetuneArgs, recipe, recipe_name)
-    return build_parser(recipe).parse_args(argv)
+    return parse_with_recipe(argv, FinetuneArgs, TABLE_RECIPE, build_parser)
 
 
 def main(argv: list[str] | None = None) -> None:

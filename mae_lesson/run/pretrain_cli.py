@@ -17,8 +17,7 @@ from typing import Any
 import torch.distributed as dist
 import yaml
 
-from ..cli import add_dataclass_flags, check_recipe, dataclass_values
-from ..config import load_recipe
+from ..cli import add_dataclass_flags, dataclass_values, parse_with_recipe
 from ..errors import EXIT_SIGINT, EXIT_SIGTERM, command_line_errors
 from ..stopping import TrainingInterrupted
 from .args import DEFAULT_RECIPE, PretrainArgs, model_config, resume_command
@@ -75,12 +74,7 @@ def _number_or_text(raw: str, parsed: Any) -> Any:
 
 def parse_args(argv: list[str] | None = None) -> PretrainArgs:
     """Command-line flags mirror :class:`PretrainArgs` (``--batch-size``, ``--set key=value``)."""
-    recipe_parser = argparse.ArgumentParser(add_help=False)
-    recipe_parser.add_argument("--recipe", default=DEFAULT_RECIPE)
-    recipe_name = recipe_parser.parse_known_args(argv)[0].recipe
-    recipe = load_recipe(recipe_name)
-    check_recipe(PretrainArgs, recipe, recipe_name)
-    ns = build_parser(recipe).parse_args(argv)
+    ns = parse_with_recipe(argv, PretrainArgs, DEFAULT_RECIPE, build_parser)
     args = PretrainArgs(**dataclass_values(PretrainArgs, ns), overrides=parse_overrides(ns.set))
     if ns.quick:
         args = dataclasses.replace(args, epochs=1, max_steps=args.max_steps or 150, warmup_epochs=0.2)
