@@ -302,6 +302,13 @@ def my_block_mask(order, grid_h, grid_w, block, mask_ratio):
     out = mask_token.reshape(1, 1, d).repeat(n, length, 1)
     return out.index_put((rows, ids_keep), x_visible)
 ''',
+    "unnormalize_pred": '''def my_unnormalize_pred(pred, target):
+    _count("unnormalize_pred")
+    k = target.shape[-1]
+    mean = target.sum(dim=-1, keepdim=True) / k
+    std = (((target - mean) ** 2).sum(dim=-1, keepdim=True) / (k - 1) + 1e-6).sqrt()
+    return torch.addcmul(mean, pred, std)
+''',
 }
 
 # Nudges a right result into a wrong one that no checker names: floats and tensors move by 0.5, ints by 3,

@@ -208,6 +208,36 @@ def test_scatter_tokens_rejects_other_wrong_answers(fn, phrase):
     assert "Correct" not in rejects(stretch.check_scatter_tokens, fn, phrase)
 
 
+# ------------------------------------------------------------------------- 05 unnormalize_pred
+def unnormalize_numpy(pred, target):
+    t = target.numpy().astype(np.float64)
+    std = np.sqrt(t.var(axis=-1, ddof=1, keepdims=True) + 1e-6)
+    return torch.from_numpy(pred.numpy() * std + t.mean(axis=-1, keepdims=True)).float()
+
+
+def test_unnormalize_pred_accepts_another_style_and_undoes_normalize_patches(capsys):
+    from mae_lesson.loss import normalize_patches
+    accepts(stretch.check_unnormalize_pred, unnormalize_numpy, capsys)
+    target = torch.rand(2, 5, 16)
+    torch.testing.assert_close(stretch.unnormalize_pred(normalize_patches(target), target), target)
+
+
+@rows(stretch.UNNORMALIZE_MISTAKES)
+def test_unnormalize_pred_names_each_mistake(row):
+    rejects(stretch.check_unnormalize_pred, answer_of(row), row.message)
+
+
+@pytest.mark.parametrize("fn, phrase", [
+    (lambda p, t: unnormalize_numpy(p, t).double(), "float32"),
+    (lambda p, t: unnormalize_numpy(p, t)[..., 0], "expected shape"),
+    (lambda p, t: p * t.std(dim=-1, keepdim=True) + t.median(dim=-1, keepdim=True).values, "values differ"),
+    (nudged(unnormalize_numpy), "values differ"),
+    (forgot_return, "did you forget `return`"),
+])
+def test_unnormalize_pred_rejects_other_wrong_answers(fn, phrase):
+    assert "Correct" not in rejects(stretch.check_unnormalize_pred, fn, phrase)
+
+
 # ------------------------------------------------------------------------- every exercise
 CHECKERS = {name.removeprefix("check_"): fn for name, fn in vars(stretch).items() if name.startswith("check_")}
 
@@ -226,6 +256,8 @@ TABLES = {  # exercise: (its mistakes, its reference, inputs like the checker's)
                           ([torch.softmax(torch.randn(2, 3, 5, 5), dim=-1) for _ in range(3)],)),
     "scatter_tokens": (stretch.SCATTER_MISTAKES, stretch.scatter_tokens,
                        (torch.randn(3, 12, 5), torch.argsort(torch.rand(3, 49), dim=1)[:, :12], torch.randn(1, 1, 5), 49)),
+    "unnormalize_pred": (stretch.UNNORMALIZE_MISTAKES, stretch.unnormalize_pred,
+                         (torch.randn(2, 6, 16), torch.cat([torch.full((2, 1, 16), 0.5), 3 * torch.rand(2, 5, 16)], dim=1))),
 }
 
 

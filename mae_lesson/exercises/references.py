@@ -158,6 +158,7 @@ REFERENCES: dict[str, Callable[..., Any]] = {
     "block_mask": stretch.block_mask,
     "attention_rollout": stretch.attention_rollout,
     "scatter_tokens": stretch.scatter_tokens,
+    "unnormalize_pred": stretch.unnormalize_pred,
 }
 
 

@@ -251,3 +251,49 @@ def check_scatter_tokens(fn: Callable[[torch.Tensor, torch.Tensor, torch.Tensor,
                                                      f"so mask_token would never learn: keep it in the graph (no .detach(), "
                                                      f".data or torch.no_grad())")))
     return passed("scatter_tokens", "kept tokens at their patches, the mask token elsewhere, its gradient kept")
+
+
+# ------------------------------------------------------------------ 05: a norm_pix_loss prediction back to pixels
+def _unnormalize(pred: torch.Tensor, target: torch.Tensor, *, dims: tuple[int, ...] = (-1,), unbiased: bool = True,
+                 eps: float = 1e-6, power: float = 0.5) -> torch.Tensor:
+    """``pred`` scaled by the target patches' std and shifted by their mean; the keywords give the known wrong ones."""
+    mean = target.mean(dim=dims, keepdim=True)
+    var = target.var(dim=dims, keepdim=True, unbiased=unbiased)
+    return pred * (var + eps) ** power + mean
+
+
+def unnormalize_pred(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """A ``norm_pix_loss`` prediction in pixels: ``pred [N, L, p*p*C]`` times each target patch's std
+    (unbiased variance + 1e-6, as :func:`~mae_lesson.loss.normalize_patches`) plus its mean."""
+    return _unnormalize(pred, target)
+
+
+UNNORMALIZE_MISTAKES = (
+    _row("biased_variance", lambda p, t: _unnormalize(p, t, unbiased=False),
+         "the variance is the biased one; normalize_patches uses target.var(dim=-1), the unbiased variance"),
+    _row("no_eps", lambda p, t: _unnormalize(p, t, eps=0.0),
+         "eps is missing: the std is sqrt(var + 1e-6), as in normalize_patches (a flat patch has var 0)"),
+    _row("variance_not_std", lambda p, t: _unnormalize(p, t, power=1.0), "pred is scaled by the variance; scale it by the std, sqrt(var + 1e-6)"),
+    _row("per_image_statistics", lambda p, t: _unnormalize(p, t, dims=(1, 2)),
+         "the mean and std are the whole image's; each patch has its own, over its p*p*C values (dim=-1)"),
+    _row("normalised_again", lambda p, t: (p - t.mean(-1, keepdim=True)) / (t.var(-1, keepdim=True) + 1e-6) ** 0.5,
+         "pred is normalised a second time; undo the normalisation: pred * std + mean"),
+    _row("shift_then_scale", lambda p, t: (p + t.mean(-1, keepdim=True)) * (t.var(-1, keepdim=True) + 1e-6) ** 0.5,
+         "the mean is added before scaling; scale first, then add the mean: pred * std + mean"),
+)
+
+
+@checker("unnormalize_pred")
+def check_unnormalize_pred(fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> bool:
+    """Check ``fn(pred, target)`` -> ``[N, L, p*p*C]`` on patches of different scales, a flat one among them."""
+    gen = torch.Generator().manual_seed(0)
+    for n, length, dim in ((2, 6, 16), (3, 10, 12)):
+        target = torch.randn(n, length, dim, generator=gen) * torch.rand(n, length, 1, generator=gen) * 3 + 2
+        target[0, 1] = 0.5  # a flat patch: only eps keeps its std above 0
+        case = (torch.randn(n, length, dim, generator=gen), target)
+        where = f"unnormalize_pred(pred {[n, length, dim]}, target {[n, length, dim]})"
+        got = call_learner(fn, "unnormalize_pred", case[0].clone(), target.clone())
+        judge(where, got, unnormalize_pred(*case), UNNORMALIZE_MISTAKES, case, atol=1e-5, rtol=1e-4,
+              hint="per patch (dim=-1): pred * (target.var + 1e-6) ** 0.5 + target.mean",
+              contract=_dtype(where, torch.float32, "keep pred's dtype, float32"))
+    return passed("unnormalize_pred", "each patch's own mean and unbiased std with eps, scale then shift")
