@@ -40,6 +40,7 @@ def test_analytic_flops_match_pytorchs_counter(name):
     assert train_step_flops(cfg, 2) == 3 * ours
 
 
+@pytest.mark.slow
 def test_cpu_benchmark_quick_writes_report(tmp_path):
     cmd = [sys.executable, "-m", "benchmarks.train_step", "--quick", "--out", str(tmp_path), "--threads", "1"]
     subprocess.run(cmd, check=True, env=ENV, timeout=600, capture_output=True, cwd=ROOT)
@@ -119,6 +120,7 @@ def test_verdict_reads_the_spread_over_rounds(low, median, high, expected):
     assert verdict({"min": low, "median": median, "max": high}) == expected
 
 
+@pytest.mark.slow
 def test_gpu_benchmark_dry_run_on_cpu(tmp_path):
     cmd = [sys.executable, "-m", "benchmarks.gpu_train_step", "--dry-run", "--out", str(tmp_path)]
     subprocess.run(cmd, check=True, env=ENV, timeout=600, capture_output=True, cwd=ROOT)
@@ -130,6 +132,7 @@ def test_gpu_benchmark_dry_run_on_cpu(tmp_path):
     assert "MFU" in (tmp_path / "results_gpu.md").read_text()
 
 
+@pytest.mark.slow
 def test_gpu_benchmark_refuses_without_gpu():
     if torch.cuda.is_available():
         pytest.skip("a GPU is present")
@@ -138,6 +141,7 @@ def test_gpu_benchmark_refuses_without_gpu():
     assert done.returncode == 2 and "no CUDA GPU is visible" in done.stderr and "--dry-run" in done.stderr
 
 
+@pytest.mark.slow
 def test_profile_names_the_operators(tmp_path):
     from benchmarks.profile_step import main as profile_main
 

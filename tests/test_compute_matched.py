@@ -162,6 +162,7 @@ def tiny_checkpoint(folder: Path, epochs=((1, 2, 3.0),)) -> Path:
 needs_data = pytest.mark.skipif(not DEBIAN_FASHION_MNIST.is_dir(), reason="Fashion-MNIST not installed")
 
 
+@pytest.mark.slow
 @needs_data
 def test_runner_writes_rows_resumes_and_searches(tmp_path, capsys, monkeypatch):
     ckpt = tiny_checkpoint(tmp_path)

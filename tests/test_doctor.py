@@ -82,5 +82,6 @@ def test_malformed_minutes_file_is_refused(tmp_path, capsys):
     assert "images_per_s_reference" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_speed_measurement_runs_training_steps():
     assert doctor.measure_images_per_s(seconds=0.2, device="cpu") > 0

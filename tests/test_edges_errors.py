@@ -130,6 +130,7 @@ def test_resume_from_a_model_pt_copied_to_checkpoint_pt_is_one_line(tmp_path, ca
     assert snapshot(out) == before
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("damage, phrase", [
     ('{"kind": "train", "step": 1, "epoch": 1, "lr": 0.001}\n', "line 1 is not a metrics row with a step and a loss"),
     (b"\x89PNG\r\n\x1a\n\xff\xfe binary", "is not a text file of metrics rows"),

@@ -62,6 +62,7 @@ print(json.dumps({"images": len(data), "labels": data.labels.tolist()}))
 """
 
 
+@pytest.mark.slow
 def test_links_back_up_and_across_are_read_once(tmp_path):
     root = folder_of(tmp_path / "imgs")
     os.symlink("..", root / "a" / "up")           # a/up -> the root: a loop

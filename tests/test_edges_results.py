@@ -29,6 +29,7 @@ BENCHMARKS = [  # script, its arguments for a toy run, the files it writes
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("script, toy, names", BENCHMARKS, ids=[b[0] for b in BENCHMARKS])
 def test_a_benchmark_refuses_a_folder_that_holds_its_results(tmp_path, script, toy, names):
     (tmp_path / names[1]).write_text('{"earlier": "results"}')

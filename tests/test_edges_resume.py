@@ -64,6 +64,7 @@ def stop_after(step: int, monkeypatch) -> None:
     monkeypatch.setattr(Run, "stop_requested", requested)
 
 
+@pytest.mark.slow
 def test_a_stop_after_every_step_then_resume_equals_an_uninterrupted_run(tmp_path, monkeypatch):
     data = grey_folder(tmp_path / "imgs")
     straight = folder_state(pretrain(small_args(data, tmp_path / "straight")))
@@ -88,6 +89,7 @@ def snapshot(folder: Path) -> dict[str, str]:
     return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir()) if p.is_file()}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("change", ["more images", "other pixels"])
 def test_resume_on_other_training_images_is_refused_with_the_difference(change, tmp_path):
     from PIL import Image
@@ -112,6 +114,7 @@ def test_resume_on_other_training_images_is_refused_with_the_difference(change, 
     assert snapshot(out) == before
 
 
+@pytest.mark.slow
 def test_resume_past_the_end_of_the_schedule_is_refused_with_the_reason(tmp_path):
     data = grey_folder(tmp_path / "imgs")
     out = pretrain(small_args(data, tmp_path / "run"))  # 3 epochs: the cosine ends at step 6

@@ -45,6 +45,7 @@ def test_weights_that_diverge_before_the_first_save_are_never_written(tmp_path, 
     assert all(row["kind"] == "train" for row in map(json.loads, (out / "metrics.jsonl").read_text().splitlines()))
 
 
+@pytest.mark.slow
 def test_the_last_good_checkpoint_has_finite_weights(tmp_path, monkeypatch):
     out = tmp_path / "run"
     diverge_after(4, monkeypatch)

@@ -41,6 +41,7 @@ def micro_batches(step: int, count: int = 2, batch: int = 4) -> list[tuple[torch
 
 
 # ------------------------------------------------------------------------------ training step
+@pytest.mark.slow
 def test_train_step_is_the_plain_loop_with_gradient_accumulation():
     """Two micro-batches per step: loss / 2 each, one update, zero the grads, advance the schedule."""
     model, optimizer, schedule = tiny_training()

@@ -353,6 +353,7 @@ def _decoder_variant(change):
     return fn
 
 
+@pytest.mark.slow
 def test_forward_decoder_accepts_reference(capsys):
     accepts(check_forward_decoder, decoder_ok, capsys)
     accepts(check_forward_decoder, lambda m, latent, ids: m.forward_decoder(latent, ids), capsys)

@@ -332,10 +332,12 @@ def engine_step(model, optimizer, schedule, imgs, noise):
     return loss.item()
 
 
+@pytest.mark.slow
 def test_train_step_accepts_the_engines_order(capsys):
     accepts(check_train_step, engine_step, capsys)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("change, phrases", [
     ("no_zero_grad", ["never cleared"]),
     ("no_optimizer_step", ["weights never change"]),
@@ -347,6 +349,7 @@ def test_train_step_rejects_mistakes(change, phrases):
     rejects(check_train_step, training._step_variant(change), *phrases)
 
 
+@pytest.mark.slow
 def test_train_step_rejects_other_answers(capsys):
     rejects(check_train_step, lambda m, o, s, i, n: engine_step(m, o, s, i, torch.rand(n.shape)), "with the noise passed")
     rejects(check_train_step, lambda m, o, s, i, n: torch.tensor(engine_step(m, o, s, i, n)), "loss.item()")
@@ -379,6 +382,7 @@ def epoch_ok(model, optimizer, schedule, loader, epoch, train_step):
     return losses
 
 
+@pytest.mark.slow
 def test_train_one_epoch_accepts_the_engines_loop(capsys):
     accepts(check_train_one_epoch, epoch_ok, capsys)
 
@@ -401,6 +405,7 @@ def _epoch_variant(change):
     return fn
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("change, phrases", [
     ("no_set_epoch", ["epoch 0's batches", "loader.set_epoch(epoch)"]),
     ("seed_noise", ["batch seed itself", "seed + 1"]),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 import torch
 
 from mae_lesson import MAE
@@ -36,6 +37,7 @@ def toy_images(n=96, seed=0) -> ImageData:
     return ImageData(images, labels, ("top", "bottom"), (0.4,), (0.3,))
 
 
+@pytest.mark.slow
 def test_linear_probe_and_knn_learn_separable_features():
     x, y = clusters()
     x_test, y_test = x + 0.1 * torch.randn_like(x), y
@@ -96,6 +98,7 @@ def test_layer_decay_scales():
     assert scales["patch_embed.proj.weight"] == 0.125 and scales["cls_token"] == 0.125
 
 
+@pytest.mark.slow
 def test_finetune_learns_toy_task_and_scratch_runs():
     train, test = toy_images(256), toy_images(64, seed=1)
     args = FinetuneArgs(epochs=8, batch_size=32, blr=2e-2, warmup_epochs=0.5, drop_path=0.0, label_smoothing=0.0,
@@ -109,6 +112,7 @@ def test_finetune_learns_toy_task_and_scratch_runs():
     assert again["accuracy"] == result["accuracy"]  # seeded
 
 
+@pytest.mark.slow
 def test_eval_every_epoch_records_a_curve_without_changing_training():
     train, test = toy_images(128), toy_images(64, seed=1)
     args = FinetuneArgs(epochs=3, batch_size=32, blr=2e-2, warmup_epochs=0.5, drop_path=0.1, label_smoothing=0.0,
@@ -124,6 +128,7 @@ def test_eval_every_epoch_records_a_curve_without_changing_training():
     assert len(fig.axes[0].lines) == 2
 
 
+@pytest.mark.slow
 def test_evaluate_checkpoint_pools_cls_mean_or_both():
     train, test = toy_images(64), toy_images(32, seed=1)
     mae = MAE(CFG)
@@ -134,6 +139,7 @@ def test_evaluate_checkpoint_pools_cls_mean_or_both():
     assert torch.equal(cls, extract_features(mae, test, "cls", progress=False))  # cls stays the default
 
 
+@pytest.mark.slow
 def test_results_table_end_to_end_on_toy_data(tmp_path, monkeypatch):
     import json
 

@@ -350,6 +350,7 @@ def test_examples_match_the_guide():
     assert [norm(b) for b in blocks] == [norm(b) for b in GUIDE_EXAMPLES.values()]
 
 
+@pytest.mark.slow
 def test_basic_usage(tmp_path, monkeypatch, capsys, reference):
     monkeypatch.chdir(tmp_path)  # 'configs/mae_config.yaml' is not here: the bundled one is used
     ns = _run("basic_usage")
@@ -372,6 +373,7 @@ def test_custom_configuration(capsys, reference):
     assert f"Model parameters: {expected:,}" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_visualize_mae_reconstruction(tmp_path, monkeypatch, reference):
     monkeypatch.chdir(tmp_path)
     ns = _run("visualize_masking")

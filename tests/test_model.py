@@ -239,6 +239,7 @@ def test_grad_checkpointing_from_config(tiny_dict):
         assert torch.isfinite(model(torch.randn(1, 3, 32, 32))["loss"])
 
 
+@pytest.mark.slow
 def test_adamw_steps_lower_the_loss(tiny_model, tiny_images):
     imgs = torch.cat([tiny_images, torch.randn(6, 3, 32, 32)])
     noise = torch.rand(8, 64)
@@ -254,6 +255,7 @@ def test_adamw_steps_lower_the_loss(tiny_model, tiny_images):
     assert losses[-1] < 0.8 * losses[0], losses
 
 
+@pytest.mark.slow
 def test_torch_compile_aot_eager_forward_backward(tiny_model, tiny_images):
     noise = torch.rand(2, 64)
     eager = tiny_model(tiny_images, noise=noise)

@@ -185,6 +185,7 @@ def check_notebook(cells: list[dict], label: str) -> list[str]:
     return names
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
 def test_every_exercise_follows_the_convention(path: Path) -> None:
     check_notebook(json.loads(path.read_text())["cells"], path.name)

@@ -36,6 +36,7 @@ def test_adamw_is_fused_where_torch_has_it(tiny_model):
     assert [g["weight_decay"] for g in optimizer.param_groups] == [g["weight_decay"] for g in param_groups(tiny_model, 0.05)]
 
 
+@pytest.mark.slow
 def test_fused_adamw_matches_the_default_loop(tiny_model, tiny_images):
     """Ten steps with weight-decay groups and a schedule: the same losses and weights to float rounding."""
     fused_model, loop_model = tiny_model, copy.deepcopy(tiny_model)

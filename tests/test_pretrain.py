@@ -56,6 +56,7 @@ def test_cli_flags():
     assert args.epochs == 1 and args.max_steps == 150
 
 
+@pytest.mark.slow
 @needs_fmnist
 def test_run_folder_and_loss_falls(tmp_path):
     out = pretrain(tiny_args(tmp_path / "run", epochs=3))
@@ -73,6 +74,7 @@ def test_run_folder_and_loss_falls(tmp_path):
     assert full["step"] == 24 and full["scheduler"]["step_count"] == 24
 
 
+@pytest.mark.slow
 @needs_fmnist
 def test_sigkill_then_resume_matches_uninterrupted(tmp_path):
     straight = tmp_path / "straight"
@@ -100,6 +102,7 @@ def epoch_losses(out: Path) -> list[float]:
     return [r["train_loss"] for r in rows if r["kind"] == "epoch"]
 
 
+@pytest.mark.slow
 @needs_fmnist
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
     calls = {"n": 0}
@@ -136,6 +139,7 @@ def test_torchrun_two_gloo_processes_match_one(tmp_path):
     assert not any(p.name.startswith("recon") for p in (two.parent).glob("*.png"))  # only rank 0 writes, in its folder
 
 
+@pytest.mark.slow
 @needs_fmnist
 def test_schedule_steps_sets_the_cosine_length(tmp_path):
     """max_steps alone stops a long schedule early; schedule_steps fits the whole cosine into the run."""

@@ -29,6 +29,7 @@ def test_the_default_checkpoint_is_the_default_cpu_config_trained():
     assert {k: shipped["config"][k] for k in model_keys} == {k: default_config[k] for k in model_keys}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", available_pretrained())
 def test_every_shipped_checkpoint_loads_as_documented(name):
     path = DATA_DIR / f"{name}.pt"

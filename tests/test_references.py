@@ -26,6 +26,7 @@ def test_every_checker_has_a_reference():
     assert sorted(all_checkers()) == sorted(REFERENCES)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(REFERENCES))
 def test_reference_passes_its_checker(name, capsys):
     ok = all_checkers()[name](reference(name))  # judged as a learner's answer would be

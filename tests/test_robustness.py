@@ -90,6 +90,7 @@ def test_a_fresh_run_into_a_folder_that_holds_a_run_is_refused(tmp_path):
     assert snapshot(out) == before
 
 
+@pytest.mark.slow
 def test_a_folder_in_use_by_a_live_run_is_refused(tmp_path):
     out = tmp_path / "run"
     out.mkdir()
@@ -111,6 +112,7 @@ def test_resume_and_overwrite_together_are_refused(tmp_path):
         tiny_args(tmp_path, resume=True, overwrite=True)
 
 
+@pytest.mark.slow
 @needs_fmnist
 def test_a_stale_lock_is_taken_over_and_leftover_temp_files_removed(tmp_path, capsys):
     out = tmp_path / "run"
@@ -124,6 +126,7 @@ def test_a_stale_lock_is_taken_over_and_leftover_temp_files_removed(tmp_path, ca
     assert "taking over the lock" in err and ".checkpoint.pt.k2j3_xab.tmp" in err
 
 
+@pytest.mark.slow
 @needs_fmnist
 def test_overwrite_starts_over_and_keeps_other_files(tmp_path):
     out = tmp_path / "run"
@@ -136,6 +139,7 @@ def test_overwrite_starts_over_and_keeps_other_files(tmp_path):
     assert safe_load(out / "checkpoint.pt")["step"] == 2
 
 
+@pytest.mark.slow
 @needs_fmnist
 def test_a_run_set_up_without_pretrain_frees_its_folder_when_collected(tmp_path, capsys):
     args = tiny_args(tmp_path / "run", overwrite=True, train_images=128, num_figure_images=2)
@@ -174,6 +178,7 @@ def test_resume_with_another_model_or_batch_is_refused_with_a_diff(tmp_path):
     assert snapshot(out) == before
 
 
+@pytest.mark.slow
 @needs_fmnist
 def test_resume_accepts_and_records_a_new_step_cap_and_intervals(tmp_path, capsys):
     out = tmp_path / "run"
@@ -186,6 +191,7 @@ def test_resume_accepts_and_records_a_new_step_cap_and_intervals(tmp_path, capsy
     assert safe_load(out / "model.pt")["step"] == 16
 
 
+@pytest.mark.slow
 @needs_fmnist
 def test_resume_without_a_checkpoint_says_it_starts_fresh(tmp_path, capsys):
     out = tmp_path / "run"
@@ -280,6 +286,7 @@ def test_bad_values_are_one_line_and_exit_code_2(argv, phrase, tmp_path, capsys,
     assert list(tmp_path.iterdir()) == []  # nothing written, not even the run folder
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("place", ["file", "under_a_file"])
 def test_out_on_or_under_a_file_is_named(place, tmp_path):
     blocker = tmp_path / "taken"
@@ -292,6 +299,7 @@ def test_out_on_or_under_a_file_is_named(place, tmp_path):
     assert blocker.read_text() == "keep me"
 
 
+@pytest.mark.slow
 def test_out_on_a_read_only_disk_is_named(tmp_path):
     with tmpfs(tmp_path / "ro", "64k", read_only=True) as mount:
         done = run_cli(*cli(mount / "run"))
@@ -375,6 +383,7 @@ def test_finetune_out_on_or_under_a_file_fails_before_loading_data(place, tiny_m
     assert blocker.read_text() == "keep me"
 
 
+@pytest.mark.slow
 def test_finetune_command_line_refuses_bad_values_in_one_line(tmp_path):
     done = run_cli("-m", "mae_lesson.finetune", "--batch-size", "0", "--out", str(tmp_path / "eval"))
     assert done.returncode == 2

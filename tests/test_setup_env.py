@@ -44,6 +44,7 @@ def test_a_stale_virtual_env_variable_without_python_falls_back_to_the_course_ve
     assert env_dir(tmp_path, VIRTUAL_ENV=str(tmp_path / "gone")) == str(tmp_path.resolve() / ".venv")
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not Path("/usr/bin/python3").exists(), reason="no system Python at /usr/bin/python3")
 def test_make_course_env_builds_a_venv_from_the_system_python_and_leaves_it_untouched(tmp_path: Path) -> None:
     system = "/usr/bin/python3"
