@@ -99,6 +99,7 @@ def test_mask_token_study_times_the_sweeps_encoder_on_every_token_and_on_visible
     assert result.with_mask_tokens["rounds"] == 2 and result.speedup_paired > 0 and result.flop_ratio > 3
 
 
+@pytest.mark.slow
 def test_memory_probe_reports_the_steps_peak_in_its_own_process():
     from benchmarks import memory
 

@@ -1,6 +1,6 @@
 """The minutes the README and the workshop guide quote are the recorded measurements.
 
-docs/minutes.json is written by `python tools/run_notebooks.py --mode full` and `--mode quick`
+docs/minutes.json is written by `python -m tools.run_notebooks --mode full` and `--mode quick`
 (one notebook at a time, a fresh kernel each, idle cores); the tables must say the same numbers,
 and every notebook must have both.
 """

@@ -1,8 +1,8 @@
 """Run the course notebooks one at a time, keep their outputs, and record the minutes each took.
 
-    python tools/run_notebooks.py --mode full            # execute in place, clean, write docs/minutes.json
-    python tools/run_notebooks.py --mode quick --no-save # time quick mode only (outputs untouched)
-    python tools/run_notebooks.py --mode full --only 05_loss 07_finetuning
+    python -m tools.run_notebooks --mode full            # execute in place, clean, write docs/minutes.json
+    python -m tools.run_notebooks --mode quick --no-save # time quick mode only (outputs untouched)
+    python -m tools.run_notebooks --mode full --only 05_loss 07_finetuning
 
 Each notebook runs in a fresh kernel from the notebooks/ folder, as a learner runs it top to bottom.
 Minutes are wall-clock from the first cell to the last (kernel start excluded). The machine (CPU,
@@ -12,7 +12,7 @@ so a reader can tell an idle-core measurement from a shared one. A full run's ou
 its figures are stored as 256-colour PNGs (about half the bytes, no visible change for line plots
 and image grids) so that each notebook stays under the 350 KB the repository allows.
 
-    python tools/run_notebooks.py --shrink-only     # only re-store the committed figures
+    python -m tools.run_notebooks --shrink-only     # only re-store the committed figures
 """
 
 from __future__ import annotations
@@ -120,7 +120,7 @@ def run_one(path: Path, quick: bool, save: bool) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python tools/run_notebooks.py", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m tools.run_notebooks", description=__doc__.split("\n\n")[0])
     parser.add_argument("--mode", choices=["full", "quick"])
     parser.add_argument("--shrink-only", action="store_true", help="only store the committed figures as 256-colour PNGs")
     parser.add_argument("--only", nargs="+", metavar="STEM", help="notebook stems (default: all, in order)")
