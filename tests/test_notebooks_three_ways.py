@@ -9,10 +9,11 @@
   nudged): every check says "Not correct", never "Correct", and the notebook goes on with the references.
 
 One kernel per notebook and way, quick mode. The three ways run side by side, at most
-``MAE_LESSON_THREE_WAYS_JOBS`` kernels at once (default 2, one torch thread each), each way's notebooks
-in order (05 assembles the MAE from what 01-04 of the same way kept); the first test to ask for a result
-starts them all. Marked ``slow``, still run in CI. ``MAE_LESSON_THREE_WAYS=01,05`` limits a local run to
-some notebooks (05's check of the assembled MAE expects 01, 03 and 04 run first).
+``MAE_LESSON_THREE_WAYS_JOBS`` kernels at once (default 2, one torch thread each); each way's notebooks
+run in order (05 assembles the MAE from what 01-04 of the same way kept), and two ways never run one
+notebook at once (they would share its run folders). The first test to ask for a result starts them
+all. Marked ``slow``, still run in CI. ``MAE_LESSON_THREE_WAYS=01,05`` limits a local run to some
+notebooks (05's check of the assembled MAE expects 01, 03 and 04 run first).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import os
 import re
 import tempfile
 import threading
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from pathlib import Path
 
 import pytest
@@ -103,23 +104,50 @@ def result(path: Path, way: str) -> tuple[nbformat.NotebookNode, list[str], dict
 
 
 def _start_all() -> None:
-    pool = ThreadPoolExecutor(max_workers=JOBS, thread_name_prefix="three-ways")
-    by_way: dict[str, list[Path]] = {}
-    for path, way in CASES:
-        by_way.setdefault(way, []).append(path)
-    # Notebook by notebook, the three ways interleaved; a run waits for the same way's previous notebook.
-    previous: dict[str, Future | None] = dict.fromkeys(by_way)
-    for index in range(max(len(paths) for paths in by_way.values())):
-        for way, paths in by_way.items():
-            if index < len(paths):
-                previous[way] = _RUNS[(paths[index].name, way)] = pool.submit(_after, previous[way], paths[index], way)
-    pool.shutdown(wait=False)
+    """``JOBS`` threads take the cases in order (the three ways interleaved, notebook by notebook). A case
+    waits for its way's previous notebook (05 assembles what 01-04 kept) and never runs beside the same
+    notebook of another way: both would claim its run folder (06's runs/06_pretrain)."""
+    todo = sorted(CASES, key=lambda case: (NOTEBOOKS.index(case[0]), case[1]))
+    for path, way in todo:
+        _RUNS[(path.name, way)] = Future()
+    previous = {(p.name, w): None for p, w in todo}
+    last: dict[str, str] = {}
+    for path, way in todo:
+        previous[(path.name, way)] = last.get(way)
+        last[way] = path.name
+    running: set[str] = set()
+    ready = threading.Condition()
 
+    def can_start(path: Path, way: str) -> bool:
+        before = previous[(path.name, way)]
+        return path.name not in running and (before is None or _RUNS[(before, way)].done())
 
-def _after(before: Future | None, path: Path, way: str) -> tuple[nbformat.NotebookNode, list[str], dict]:
-    if before is not None:
-        before.exception()  # wait; a failed earlier notebook fails its own test, this one still runs
-    return run_notebook(path, way)
+    def worker() -> None:
+        while True:
+            with ready:
+                while True:
+                    pending = [case for case in todo if not _RUNS[(case[0].name, case[1])].running()
+                               and not _RUNS[(case[0].name, case[1])].done()]
+                    if not pending:
+                        return
+                    startable = [case for case in pending if can_start(*case)]
+                    if startable:
+                        path, way = startable[0]
+                        future = _RUNS[(path.name, way)]
+                        future.set_running_or_notify_cancel()
+                        running.add(path.name)
+                        break
+                    ready.wait()
+            try:
+                future.set_result(run_notebook(path, way))
+            except BaseException as exc:  # noqa: BLE001 - the failure belongs to that case's test
+                future.set_exception(exc)
+            with ready:
+                running.discard(path.name)
+                ready.notify_all()
+
+    for number in range(JOBS):
+        threading.Thread(target=worker, name=f"three-ways-{number}", daemon=True).start()
 
 
 def verdicts(nb: nbformat.NotebookNode) -> dict[str, list[str]]:
