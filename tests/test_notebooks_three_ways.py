@@ -110,7 +110,7 @@ def _start_all() -> None:
     todo = sorted(CASES, key=lambda case: (NOTEBOOKS.index(case[0]), case[1]))
     for path, way in todo:
         _RUNS[(path.name, way)] = Future()
-    previous = {(p.name, w): None for p, w in todo}
+    previous: dict[tuple[str, str], str | None] = {}
     last: dict[str, str] = {}
     for path, way in todo:
         previous[(path.name, way)] = last.get(way)
