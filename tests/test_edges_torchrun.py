@@ -57,3 +57,22 @@ def test_sigterm_at_the_last_epochs_end_under_torchrun_stops_cleanly(tmp_path):
     assert (out / "model.pt").is_file() and not (out / ".lock").exists()
     assert [r["step"] for r in map(json.loads, (out / "metrics.jsonl").read_text().splitlines())
             if r["kind"] == "epoch"] == [4]
+
+
+@pytest.mark.parametrize("outcome, code", [(None, 0), (SystemExit(2), 2), (SystemExit(None), 0),
+                                           (SystemExit("no such folder"), 1)])
+def test_a_torchrun_worker_leaves_with_its_runs_exit_code(monkeypatch, capsys, outcome, code):
+    """Under torchrun, main ends the process with os._exit and the status the run asked for."""
+    from mae_lesson.run import pretrain_cli
+
+    def run(argv):
+        if outcome is not None:
+            raise outcome
+
+    left = []
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setattr(pretrain_cli, "_main", run)
+    monkeypatch.setattr(pretrain_cli.os, "_exit", left.append)
+    pretrain_cli.main([])
+    assert left == [code]
+    assert ("no such folder" in capsys.readouterr().err) == (code == 1)
