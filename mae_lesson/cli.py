@@ -19,7 +19,16 @@ from .config import load_recipe
 
 
 def arg_field(default: Any, help: str, **metadata: Any) -> Any:
-    """A dataclass field whose command-line flag gets ``help`` (and ``metavar=...`` if given)."""
+    """A dataclass field whose command-line flag gets ``help`` (and ``metavar=...`` if given).
+
+    Range keywords, checked by :func:`check_fields`: ``at_least=N``, ``at_most=N``, ``positive=True``,
+    ``non_negative=True``, ``interval="(0, 1]"`` (brackets as in maths) and ``choices=(...)``;
+    ``why={"at_most": "..."}`` adds a reason to one rule's message. ``None`` (an optional flag left
+    off) is not checked.
+    """
+    unknown = set(metadata) - {"metavar", "why", *_RULES}
+    if unknown:
+        raise TypeError(f"arg_field got {', '.join(sorted(unknown))}; its keywords are metavar, why, {', '.join(_RULES)}")
     return dataclasses.field(default=default, metadata={"help": help, **metadata})
 
 
@@ -60,6 +69,25 @@ def _type_name(kind: Any) -> str:
             dict: "a mapping"}.get(kind, getattr(kind, "__name__", str(kind)))
 
 
+def _in_interval(value: float, interval: str) -> bool:
+    """``0.5`` is in ``"(0, 1]"``: a round bracket leaves its end out, a square one keeps it."""
+    low, high = (float(end) for end in interval[1:-1].split(","))
+    above = value > low if interval[0] == "(" else value >= low
+    below = value < high if interval[-1] == ")" else value <= high
+    return above and below
+
+
+# The range keywords of arg_field: (does value pass the bound?, what "--flag must be ..." says).
+_RULES: dict[str, tuple[Callable[[Any, Any], bool], Callable[[Any], str]]] = {
+    "at_least": (lambda value, bound: value >= bound, lambda bound: f"at least {bound}"),
+    "at_most": (lambda value, bound: value <= bound, lambda bound: f"at most {bound}"),
+    "positive": (lambda value, _: value > 0, lambda _: "positive"),
+    "non_negative": (lambda value, _: value >= 0, lambda _: "0 or more"),
+    "interval": (_in_interval, lambda interval: f"in {interval}"),
+    "choices": (lambda value, choices: value in choices, lambda choices: f"one of {', '.join(choices)}"),
+}
+
+
 def check_field_types(obj: Any) -> None:
     """Refuse a dataclass field whose value has the wrong type (a bool is not a number, a string no bool).
 
@@ -84,6 +112,26 @@ def check_field_types(obj: Any) -> None:
         if not ok:
             raise ValueError(f"{type(obj).__name__}.{f.name} (--{f.name.replace('_', '-')}) must be "
                              f"{_type_name(kind)}{' or None' if optional else ''}, got {value!r}")
+
+
+def check_fields(obj: Any) -> None:
+    """Refuse a dataclass whose fields break their types or the range keywords of their :func:`arg_field`.
+
+    Types first (every field), then ranges in field order; the message names the flag and what it
+    must be, e.g. ``--batch-size must be at least 1, got 0``. A new field is checked by its metadata alone.
+    """
+    check_field_types(obj)
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        if value is None:
+            continue
+        for rule, bound in f.metadata.items():
+            if rule not in _RULES:  # help, metavar, why
+                continue
+            passes, phrase = _RULES[rule]
+            if not passes(value, bound):
+                why = f" ({f.metadata['why'][rule]})" if rule in f.metadata.get("why", {}) else ""
+                raise ValueError(f"--{f.name.replace('_', '-')} must be {phrase(bound)}{why}, got {value!r}")
 
 
 def check_device(name: str, flag: str = "--device") -> None:

@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 
 from .augment import AUTO_AUGMENT_HELP, augment_batch, auto_augment, batch_mixer, soft_targets
 from .classifier import ViTClassifier, layer_decay_scales
-from .cli import arg_field, check_field_types, check_recipe
+from .cli import arg_field, check_fields, check_recipe
 from .config import Config, load_recipe
 from .data import BatchLoader, ImageData
 from .model import MAE
@@ -35,25 +35,27 @@ _RECIPE = load_recipe(DEFAULT_RECIPE)
 class FinetuneArgs:
     """A fine-tuning run; defaults are the ``finetune_short`` recipe (``configs/recipes/finetune_short.yaml``)."""
 
-    epochs: int = arg_field(_RECIPE["epochs"], "passes over the training images, in epochs")
-    max_steps: int | None = arg_field(None, "stop after this many optimizer steps; None: no cap", metavar="STEPS")
-    batch_size: int = arg_field(_RECIPE["batch_size"], "images per step", metavar="IMAGES")
-    blr: float = arg_field(_RECIPE["blr"], "base learning rate; lr = blr x batch_size / 256")
+    epochs: int = arg_field(_RECIPE["epochs"], "passes over the training images, in epochs", at_least=1)
+    max_steps: int | None = arg_field(None, "stop after this many optimizer steps; None: no cap", metavar="STEPS",
+                                      at_least=1)
+    batch_size: int = arg_field(_RECIPE["batch_size"], "images per step", metavar="IMAGES", at_least=1)
+    blr: float = arg_field(_RECIPE["blr"], "base learning rate; lr = blr x batch_size / 256", positive=True)
     layer_decay: float = arg_field(_RECIPE["layer_decay"], "lr multiplier per block from the top, a factor "
-                                   "in (0, 1] (1 = none)")
-    weight_decay: float = arg_field(_RECIPE["weight_decay"], "AdamW weight decay")
-    drop_path: float = arg_field(_RECIPE["drop_path"], "stochastic depth rate of the last block, a probability in [0, 1)")
+                                   "in (0, 1] (1 = none)", interval="(0, 1]")
+    weight_decay: float = arg_field(_RECIPE["weight_decay"], "AdamW weight decay", non_negative=True)
+    drop_path: float = arg_field(_RECIPE["drop_path"], "stochastic depth rate of the last block, a probability "
+                                 "in [0, 1)", interval="[0, 1)")
     label_smoothing: float = arg_field(_RECIPE["label_smoothing"], "label smoothing of the cross-entropy, a "
-                                       "fraction in [0, 1)")
+                                       "fraction in [0, 1)", interval="[0, 1)")
     mixup: float = arg_field(_RECIPE["mixup"], "alpha of Beta(alpha, alpha) mixup (torchvision's MixUp); 0 "
-                             "turns it off")
-    cutmix: float = arg_field(0.0, "alpha of Beta(alpha, alpha) CutMix; 0 turns it off")
+                             "turns it off", non_negative=True)
+    cutmix: float = arg_field(0.0, "alpha of Beta(alpha, alpha) CutMix; 0 turns it off", non_negative=True)
     mix_switch_prob: float = arg_field(0.5, "with mixup and CutMix both on, the chance that a batch gets CutMix, "
-                                       "a probability in [0, 1]")
+                                       "a probability in [0, 1]", interval="[0, 1]")
     auto_augment: str = arg_field("none", AUTO_AUGMENT_HELP)
-    warmup_epochs: float = arg_field(_RECIPE["warmup_epochs"], "linear warm-up length, in epochs")
+    warmup_epochs: float = arg_field(_RECIPE["warmup_epochs"], "linear warm-up length, in epochs", non_negative=True)
     crop_scale: float = arg_field(_RECIPE["crop_scale"], "RandomResizedCrop's smallest area, a fraction of the "
-                                  "image in (0, 1] (1 = no crops)")
+                                  "image in (0, 1] (1 = no crops)", interval="(0, 1]")
     seed: int = arg_field(0, "seed of initialisation, batches and augmentation")
     device: str = arg_field("auto", "auto (cuda, then mps, then cpu), cuda, mps or cpu")
     progress: bool = arg_field(True, "show a progress bar")
@@ -62,19 +64,7 @@ class FinetuneArgs:
 
     def __post_init__(self) -> None:
         """Refuse a value the run cannot use, naming the flag and a valid range."""
-        check_field_types(self)
-        for name in ("epochs", "batch_size", "max_steps"):
-            value = getattr(self, name)
-            if value is not None and value < 1:
-                raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
-        ranges = {"blr": (lambda v: v > 0, "positive"), "weight_decay": (lambda v: v >= 0, "0 or more"),
-                  "mixup": (lambda v: v >= 0, "0 or more"), "warmup_epochs": (lambda v: v >= 0, "0 or more"),
-                  "layer_decay": (lambda v: 0 < v <= 1, "in (0, 1]"), "crop_scale": (lambda v: 0 < v <= 1, "in (0, 1]"),
-                  "drop_path": (lambda v: 0 <= v < 1, "in [0, 1)"), "label_smoothing": (lambda v: 0 <= v < 1, "in [0, 1)"),
-                  "cutmix": (lambda v: v >= 0, "0 or more"), "mix_switch_prob": (lambda v: 0 <= v <= 1, "in [0, 1]")}
-        for name, (valid, text) in ranges.items():
-            if not valid(getattr(self, name)):
-                raise ValueError(f"--{name.replace('_', '-')} must be {text}, got {getattr(self, name)}")
+        check_fields(self)  # types and the ranges given to arg_field
         auto_augment(self.auto_augment)  # refuses a name it does not know
 
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..amp import AMP_CHOICES
-from ..cli import arg_field, check_field_types, check_recipe
+from ..cli import arg_field, check_fields, check_recipe
 from ..config import Config, load_recipe
 from ..data import check_seed
 
@@ -38,23 +38,29 @@ class PretrainArgs:
     data_root: str = arg_field("data", "folder that holds (or receives) the datasets")
     download: bool = arg_field(False, "fetch a missing dataset with torchvision")
     train_images: int | None = arg_field(None, "use only the first N training images (quick runs, tests); "
-                                         "None: all", metavar="N")
-    epochs: int = arg_field(_RECIPE["epochs"], "passes over the training images, in epochs")
+                                         "None: all", metavar="N", at_least=1)
+    epochs: int = arg_field(_RECIPE["epochs"], "passes over the training images, in epochs", at_least=1)
     max_steps: int | None = arg_field(None, "stop after this many optimizer steps (quick runs); None: no cap",
-                                      metavar="STEPS")
+                                      metavar="STEPS", at_least=1)
     schedule_steps: int | None = arg_field(None, "length of the cosine schedule in optimizer steps; "
-                                      "None: epochs x steps per epoch", metavar="STEPS")
-    batch_size: int = arg_field(_RECIPE["batch_size"], "images per micro-step, over all processes", metavar="IMAGES")
+                                      "None: epochs x steps per epoch", metavar="STEPS", at_least=1)
+    batch_size: int = arg_field(_RECIPE["batch_size"], "images per micro-step, over all processes", metavar="IMAGES",
+                                at_least=1)
     accum_iter: int = arg_field(_RECIPE["accum_iter"], "micro-steps per optimizer step (gradient accumulation)",
-                                metavar="MICRO_STEPS")
-    blr: float = arg_field(_RECIPE["blr"], "base learning rate; lr = blr x batch_size x accum_iter / 256")
-    lr: float | None = arg_field(None, "absolute learning rate (replaces blr); None: from blr", metavar="LR")
-    min_lr: float = arg_field(_RECIPE["min_lr"], "learning rate at the end of the cosine (absolute)")
-    warmup_epochs: float = arg_field(_RECIPE["warmup_epochs"], "linear warm-up length, in epochs")
-    weight_decay: float = arg_field(_RECIPE["weight_decay"], "AdamW weight decay (not on biases, norms, tokens, tables)")
+                                metavar="MICRO_STEPS", at_least=1)
+    blr: float = arg_field(_RECIPE["blr"], "base learning rate; lr = blr x batch_size x accum_iter / 256",
+                           positive=True)
+    lr: float | None = arg_field(None, "absolute learning rate (replaces blr); None: from blr", metavar="LR",
+                                 positive=True)
+    min_lr: float = arg_field(_RECIPE["min_lr"], "learning rate at the end of the cosine (absolute)",
+                              non_negative=True)
+    warmup_epochs: float = arg_field(_RECIPE["warmup_epochs"], "linear warm-up length, in epochs", non_negative=True)
+    weight_decay: float = arg_field(_RECIPE["weight_decay"], "AdamW weight decay (not on biases, norms, tokens, tables)",
+                                   non_negative=True)
     clip_grad: float | None = arg_field(None, "clip the gradient's L2 norm to this value; None: no clipping",
-                                        metavar="NORM")
-    amp: str = arg_field("auto", "mixed precision on CUDA: auto, bf16, fp16 or none (CPU always fp32)")
+                                        metavar="NORM", positive=True)
+    amp: str = arg_field("auto", "mixed precision on CUDA: auto, bf16, fp16 or none (CPU always fp32)",
+                         choices=AMP_CHOICES)
     compile: bool = arg_field(False, "torch.compile the model")
     device: str = arg_field("auto", "auto (cuda, then mps, then cpu), cuda, mps or cpu")
     seed: int = arg_field(_RECIPE["seed"], "seed of batches, augmentation, masks and initialisation")
@@ -64,33 +70,19 @@ class PretrainArgs:
                              "schedule settings must be the run's)")
     overwrite: bool = arg_field(False, "start over in an --out that holds a run: delete its checkpoints, "
                                 "metrics and figures first")
-    ckpt_every_steps: int = arg_field(200, "also save checkpoint.pt every this many optimizer steps", metavar="STEPS")
-    log_every_steps: int = arg_field(10, "write a train row to metrics.jsonl every this many steps", metavar="STEPS")
-    num_figure_images: int = arg_field(8, "test images in each recon_epochNNN.png", metavar="IMAGES")
+    ckpt_every_steps: int = arg_field(200, "also save checkpoint.pt every this many optimizer steps", metavar="STEPS",
+                                   at_least=1)
+    log_every_steps: int = arg_field(10, "write a train row to metrics.jsonl every this many steps", metavar="STEPS",
+                                  at_least=1)
+    num_figure_images: int = arg_field(8, "test images in each recon_epochNNN.png", metavar="IMAGES",
+                                   at_least=1, at_most=MAX_FIGURE_IMAGES,
+                                   why={"at_most": "one column of the figure each"})
     progress: bool = arg_field(True, "show a progress bar")
 
     def __post_init__(self) -> None:
         """Refuse a value the run cannot use, naming the flag and a valid value."""
-        check_field_types(self)
-        at_least_one = ("epochs", "batch_size", "accum_iter", "ckpt_every_steps", "log_every_steps",
-                        "num_figure_images", "train_images", "max_steps", "schedule_steps")
-        for name in at_least_one:
-            value = getattr(self, name)
-            if value is not None and value < 1:
-                raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
-        for name in ("blr", "lr", "clip_grad"):
-            value = getattr(self, name)
-            if value is not None and not value > 0:
-                raise ValueError(f"--{name.replace('_', '-')} must be positive, got {value}")
-        for name in ("min_lr", "warmup_epochs", "weight_decay"):
-            if not getattr(self, name) >= 0:
-                raise ValueError(f"--{name.replace('_', '-')} must be 0 or more, got {getattr(self, name)}")
-        if self.num_figure_images > MAX_FIGURE_IMAGES:
-            raise ValueError(f"--num-figure-images must be at most {MAX_FIGURE_IMAGES} (one column of the figure "
-                             f"each), got {self.num_figure_images}")
+        check_fields(self)  # types and the ranges given to arg_field
         check_seed(self.seed)
-        if self.amp not in AMP_CHOICES:
-            raise ValueError(f"--amp must be one of {', '.join(AMP_CHOICES)}, got {self.amp!r}")
         if not str(self.out).strip():
             raise ValueError("--out is empty: name a folder for the run, e.g. --out runs/pretrain")
         if self.resume and self.overwrite:
