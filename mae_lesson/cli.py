@@ -28,7 +28,8 @@ def arg_field(default: Any, help: str, **metadata: Any) -> Any:
     """
     unknown = set(metadata) - {"metavar", "why", *_RULES}
     if unknown:
-        raise TypeError(f"arg_field got {', '.join(sorted(unknown))}; its keywords are metavar, why, {', '.join(_RULES)}")
+        raise TypeError(f"arg_field got {', '.join(sorted(unknown))}; its keywords are metavar, why, "
+                        f"{', '.join(_RULES)}")
     return dataclasses.field(default=default, metadata={"help": help, **metadata})
 
 

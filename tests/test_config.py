@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from importlib import resources
 
 import pytest
 import yaml
 
-from mae_lesson import Config, bundled_config_names
+from mae_lesson import MAE, Config, bundled_config_names
 
 BUNDLED = ["cifar_tiny", "fashion_mnist_p7", "fashion_mnist_tiny", "mae_base", "mae_config", "mae_huge", "mae_large"]
 
@@ -200,3 +201,49 @@ def test_a_mask_ratio_that_leaves_no_visible_patch_is_refused():
     with pytest.raises(ValueError, match=r"keeps int\(16 x 0.01\) = 0 of the 16 patches.*at most 1 - 1/16 = 0.9375"):
         Config(img_size=28, patch_size=7, mask_ratio=0.99)
     assert Config(img_size=28, patch_size=7, mask_ratio=0.9375).mask_ratio == 0.9375  # keeps 1 patch
+
+
+# ------------------------------------------------------------------ the typed dataclass and its mapping view
+def test_config_is_a_dataclass_whose_defaults_are_the_guide_config(reference):
+    defaults = {f.name: f.default for f in dataclasses.fields(Config) if f.default is not None}
+    assert defaults == reference.guide_defaults
+    optional = [f.name for f in dataclasses.fields(Config) if f.default is None]
+    assert optional == ["norm_mean", "norm_std", "dataset", "description"]
+
+
+WRONG_BY_TYPE = {"bool": "yes", "int": 2.0, "float": "0.5", "str": 3, "list[float]": "0.5",
+                 "int | tuple[int, int]": [28, 28, 28]}
+
+
+@pytest.mark.parametrize("field", dataclasses.fields(Config), ids=lambda f: f.name)
+def test_every_field_refuses_a_value_of_the_wrong_type(field):
+    """The check reads the field's type: a new field is covered without a new list of keys."""
+    wrong = WRONG_BY_TYPE[str(field.type).replace(" | None", "")]
+    with pytest.raises(ValueError, match=f"^{field.name} must be "):
+        Config({field.name: wrong})
+
+
+def test_the_mapping_view_is_what_mae_and_checkpoints_read(tiny_config):
+    cfg = tiny_config.replace(norm_mean=[0.5], norm_std=[0.25], in_chans=1)
+    plain = cfg.to_dict()
+    assert list(cfg) == list(cfg.keys()) == list(plain) and len(cfg) == len(plain) == 17
+    assert dict(cfg) == {**cfg} == plain == cfg and cfg == Config(plain)
+    assert "norm_mean" in cfg and "dataset" not in cfg and cfg.get("dataset") is None and cfg.dataset is None
+    with pytest.raises(KeyError):
+        cfg["dataset"]
+    assert dict(cfg.items())["norm_std"] == [0.25]
+    from_dict, from_config = MAE(plain), MAE(cfg)
+    assert from_dict.config == from_config.config == cfg
+    shapes = [{k: v.shape for k, v in m.state_dict().items()} for m in (from_dict, from_config)]
+    assert shapes[0] == shapes[1]
+
+
+def test_a_change_is_checked_and_a_refused_one_leaves_the_config_as_it_was(tiny_config):
+    tiny_config["mask_ratio"] = 0.5
+    with pytest.raises(ValueError, match=r"mask_ratio must be in \[0, 1\)"):
+        tiny_config.mask_ratio = 1.0
+    with pytest.raises(ValueError, match="did you mean 'embed_dim'"):
+        tiny_config["embed_dimm"] = 64
+    with pytest.raises(ValueError, match="embed_dim must be a whole number"):
+        tiny_config["embed_dim"] = "64"
+    assert tiny_config.mask_ratio == 0.5 and tiny_config.embed_dim == 32
