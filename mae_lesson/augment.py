@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torchvision.transforms import v2
 
-from .data import denormalize, normalize
+from .loader import denormalize, normalize
 
 AUTO_AUGMENT_HELP = ("per-image augmentation: none, trivial (TrivialAugmentWide), or rand-mM-nN (RandAugment, "
                      "N ops of magnitude M out of 10; the paper's: rand-m9-n2)")

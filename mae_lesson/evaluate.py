@@ -16,7 +16,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .config import Config
-from .data import ImageData, eval_transform
+from .loader import ImageData, eval_transform
 from .model import MAE
 from .utils import on_device
 

@@ -22,7 +22,7 @@ from .augment import AUTO_AUGMENT_HELP, augment_batch, auto_augment, batch_mixer
 from .classifier import ViTClassifier, layer_decay_scales
 from .cli import arg_field, check_fields, check_recipe
 from .config import Config, load_recipe
-from .data import BatchLoader, ImageData
+from .loader import BatchLoader, ImageData
 from .model import MAE
 from .optim import WarmupCosine, adamw, param_groups, scaled_lr
 from .utils import get_device, model_device, set_seed

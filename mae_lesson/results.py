@@ -14,9 +14,10 @@ import matplotlib.pyplot as plt
 import torch
 
 from .checkpoint import nonfinite_weights
-from .data import ImageData, load_dataset
+from .data import load_dataset
 from .evaluate import evaluate_encoder, evaluate_features, evaluate_loss, pixel_features, summarize
 from .finetuning import FinetuneArgs, finetune
+from .loader import ImageData
 from .model import MAE
 from .runfolder import RESULT_FILES, check_out_path, claim_results_folder, release_lock
 from .utils import get_device

@@ -9,7 +9,7 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import torch
 
-from .data import denormalize
+from .loader import denormalize
 from .evaluate import confusion_matrix
 from .loss import normalize_patches
 

@@ -10,7 +10,7 @@ from typing import Any, Callable
 
 import torch
 
-from ..data import BatchLoader, ImageData
+from ..loader import BatchLoader, ImageData
 from ..model import MAE
 from ..optim import WarmupCosine
 from ..engine import MASK_SEED_OFFSET

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..data import ImageData
+from ..loader import ImageData
 from ..finetuning import FinetuneArgs, FinetuneRun, finetune, finetune_setup
 from ._feedback import call_learner, checker, passed
 from ._judge import Mistake, fail, judge

@@ -16,9 +16,9 @@ from typing import Any
 
 from ..cli import add_dataclass_flags, check_device, dataclass_values, parse_with_recipe
 from ..config import load_recipe
-from ..data import check_seed
 from ..errors import EXIT_SIGINT, command_line_errors
 from ..finetuning import FinetuneArgs, finetune
+from ..loader import check_seed
 from ..model import MAE
 from ..pretrained import pretrained_path
 from ..results import evaluate_checkpoint, load_splits, results_table

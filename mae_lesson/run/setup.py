@@ -14,8 +14,9 @@ import torch
 
 from ..amp import autocast_for
 from ..checkpoint import safe_load
-from ..data import BatchLoader, ImageData, eval_transform, load_dataset
+from ..data import load_dataset
 from ..errors import RunError
+from ..loader import BatchLoader, ImageData, eval_transform
 from ..model import MAE
 from ..optim import WarmupCosine, adamw, param_groups, scaled_lr
 from ..runfolder import check_resume, check_resume_data, claim_folder, clear_run_files, release_lock, truncate_metrics

@@ -20,9 +20,9 @@ import torch
 import torch.distributed as dist
 
 from ..checkpoint import atomic_save, nonfinite_weights
-from ..data import BatchLoader, ImageData
 from ..engine import NonFiniteLossError
 from ..evaluate import evaluate_loss
+from ..loader import BatchLoader, ImageData
 from ..model import MAE
 from ..optim import WarmupCosine
 from ..runfolder import FolderLock, release_lock
