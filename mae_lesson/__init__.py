@@ -4,6 +4,7 @@ Lesson order: patch_embed, pos_embed, masking, transformer, model, loss, pretrai
 optim, checkpoint), evaluate, classifier and finetune, interop. docs/architecture.md maps them.
 """
 
+from . import checkpoint  # noqa: F401 - gives MAE save_checkpoint, load_checkpoint and from_checkpoint
 from .config import Config, bundled_config_names
 from .model import MAE
 from .pretrained import DATA_DIR, available_pretrained, load_pretrained

@@ -1,5 +1,8 @@
 """Checkpoints are data, never code: atomic saves and ``weights_only`` loads.
 
+The model's checkpoint methods live here, not in :mod:`mae_lesson.model` (which never touches a file):
+``model.save_checkpoint(path)``, ``model.load_checkpoint(path)`` and ``MAE.from_checkpoint(path)``.
+
 Every load goes through ``torch.load(..., weights_only=True)``. The official MAE pretraining
 checkpoints also carry an ``argparse.Namespace`` (their command-line args); that single type is
 allow-listed. A file that needs anything else to unpickle is refused before any of it runs.
@@ -15,6 +18,9 @@ from pathlib import Path
 from typing import Any, Mapping
 
 import torch
+
+from .config import Config
+from .model import MAE
 
 # The only non-tensor type a trusted MAE checkpoint needs (official 'args').
 ALLOWED_GLOBALS = [argparse.Namespace]
@@ -92,8 +98,6 @@ def config_mismatch(config: Mapping[str, Any], weights: Mapping[str, torch.Tenso
     small file whose config claims a huge model costs nothing (constant time and memory). Keys the weights
     lack are left to the full comparison.
     """
-    from .config import Config  # config imports nothing of ours that imports this module
-
     cfg = Config(config)
     d, dd, p, c = cfg["embed_dim"], cfg["decoder_embed_dim"], cfg["patch_size"], cfg["in_chans"]
     tokens = cfg.grid_size[0] * cfg.grid_size[1] + 1
@@ -198,3 +202,53 @@ def load_encoder_checkpoint(model: torch.nn.Module, path: str | Path) -> list[st
         raise ValueError(f"Checkpoint {str(path)!r} does not hold this model's encoder:\n{problem}")
     model.load_state_dict(state, strict=False)
     return [k for k in expected if k not in state]
+
+
+# ----------------------------------------------------------------------------- the model's files
+def save_checkpoint(model: MAE, path: str | Path, **extra: Any) -> None:
+    """Atomically save ``{"model": state_dict, "config": dict, **extra}`` (loads with weights_only)."""
+    atomic_save({"model": model.state_dict(), "config": model.config.to_dict(), **extra}, path)
+
+
+def load_checkpoint(model: MAE, path: str | Path, strict: bool = True) -> dict[str, Any]:
+    """Load weights saved by us, by the guide's loop, or by the official code into ``model``.
+
+    Raises a ``ValueError`` listing mismatched keys and shapes when the checkpoint is for
+    another architecture. Returns the whole checkpoint (for its extra entries).
+    """
+    ckpt = safe_load(path)
+    state = extract_state_dict(ckpt)
+    expected = model.state_dict()
+    problem = describe_mismatch(expected, state)
+    if (strict and problem) or any(k in state and state[k].shape != v.shape for k, v in expected.items()):
+        raise ValueError(f"Checkpoint {str(path)!r} does not fit this model's architecture:\n{problem}")
+    model.load_state_dict(state, strict=strict)
+    return ckpt if isinstance(ckpt, dict) else {}
+
+
+def from_checkpoint(cls: type[MAE], path: str | Path, map_location: str | torch.device = "cpu") -> MAE:
+    """Rebuild a model of class ``cls`` from a checkpoint that carries its config (as ``save_checkpoint`` writes)."""
+    ckpt = safe_load(path, map_location=map_location)
+    if not isinstance(ckpt, dict) or "config" not in ckpt:
+        raise ValueError(
+            f"Checkpoint {str(path)!r} has no 'config' entry; build the model yourself with "
+            f"MAE(config) and call model.load_checkpoint(path)"
+        )
+    state = extract_state_dict(ckpt)
+    # Compare shapes on the meta device first (no memory): a small file whose config asks for a
+    # huge model fails here, before that model is allocated.
+    with torch.device("meta"):
+        shell = cls(ckpt["config"])
+    problem = describe_mismatch(shell.state_dict(), state)
+    if problem:
+        raise ValueError(f"Checkpoint {str(path)!r} does not match its own config:\n{problem}")
+    model = cls(ckpt["config"])
+    model.load_state_dict(state)
+    return model
+
+
+# The guide's names, as the model's methods (subclasses inherit them). mae_lesson/__init__.py imports this
+# module, so they are there whichever module MAE is imported from.
+MAE.save_checkpoint = save_checkpoint
+MAE.load_checkpoint = load_checkpoint
+MAE.from_checkpoint = classmethod(from_checkpoint)

@@ -9,12 +9,10 @@ dataset files (the registry of datasets, their readers and where they are looked
 
 from __future__ import annotations
 
-import hashlib
 import math
 from dataclasses import dataclass
 from typing import Iterator
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -45,14 +43,6 @@ class ImageData:
 
     def __len__(self) -> int:
         return self.images.shape[0]
-
-    def fingerprint(self) -> str:
-        """A short hash of every pixel and label: tells the images a run was trained on from any others."""
-        digest = hashlib.blake2b(digest_size=8)
-        digest.update(str(tuple(self.images.shape)).encode())
-        digest.update(self.images.contiguous().numpy().tobytes())
-        digest.update(self.labels.numpy().astype(np.int64).tobytes())
-        return digest.hexdigest()
 
     def subset(self, count: int | None) -> "ImageData":
         """The first ``count`` images (all when ``None``): quick runs and tests."""

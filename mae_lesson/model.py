@@ -7,20 +7,19 @@ shapes (an official checkpoint loads with ``strict=True``), same initialisation.
 from __future__ import annotations
 
 from functools import lru_cache
-from pathlib import Path
 from typing import Any, Mapping
 
 import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint as activation_checkpoint
 
-from .checkpoint import atomic_save, describe_mismatch, extract_state_dict, safe_load
 from .config import Config
 from .loss import mae_loss
 from .masking import masking_noise, random_masking
 from .patch_embed import PatchEmbed, patch_tokens, patchify, prepend_cls, unpatchify
 from .pos_embed import get_2d_sincos_pos_embed
 from .transformer import Block, LayerNorm
+from .utils import autocast_enabled
 
 
 @lru_cache(maxsize=32)
@@ -28,14 +27,6 @@ def sincos_table(dim: int, grid_h: int, grid_w: int) -> torch.Tensor:
     """``[1, 1 + L, D]`` exact table for a grid (cached on the CPU, moved where it is needed)."""
     with torch.device("cpu"):  # never cache a table made under a meta or cuda default device
         return get_2d_sincos_pos_embed(dim, (grid_h, grid_w), cls_token=True).unsqueeze(0)
-
-
-def _autocast_enabled(device_type: str) -> bool:
-    """Whether autocast is on for this device type (torch < 2.4 only answers for CUDA and CPU)."""
-    try:
-        return torch.is_autocast_enabled(device_type)
-    except TypeError:
-        return torch.is_autocast_enabled() if device_type == "cuda" else torch.is_autocast_cpu_enabled()
 
 
 def init_patch_projection(patch_embed: PatchEmbed) -> None:
@@ -62,7 +53,8 @@ class MAE(nn.Module):
         config: a ``Config`` or a plain dict of its keys (missing keys take the guide's defaults).
 
     ``model(imgs)`` returns ``{"loss", "pred" [N, L, p*p*C], "mask" [N, L], "latent"
-    [N, 1 + L_keep, D], "ids_restore" [N, L]}``.
+    [N, 1 + L_keep, D], "ids_restore" [N, L]}``. The checkpoint methods (``save_checkpoint``,
+    ``load_checkpoint``, ``MAE.from_checkpoint``) are :mod:`mae_lesson.checkpoint`'s.
     """
 
     def __init__(self, config: Mapping[str, Any] | Config | None = None) -> None:
@@ -146,7 +138,7 @@ class MAE(nn.Module):
                 f"followed by the dataset's mean/std normalisation"
             )
         weight_dtype = self.patch_embed.proj.weight.dtype
-        if imgs.dtype != weight_dtype and not _autocast_enabled(imgs.device.type):
+        if imgs.dtype != weight_dtype and not autocast_enabled(imgs.device.type):
             raise TypeError(
                 f"images have dtype {imgs.dtype} but the model's weights are {weight_dtype}; convert the "
                 f"images with imgs.to({weight_dtype}), or the model with model.to({imgs.dtype})"
@@ -300,44 +292,3 @@ class MAE(nn.Module):
         pred = self.forward_decoder(latent, ids_restore, grid_hw)
         loss = self.forward_loss(imgs, pred, mask)
         return {"loss": loss, "pred": pred, "mask": mask, "latent": latent, "ids_restore": ids_restore}
-
-    # --------------------------------------------------------- checkpoints
-    def save_checkpoint(self, path: str | Path, **extra: Any) -> None:
-        """Atomically save ``{"model": state_dict, "config": dict, **extra}`` (loads with weights_only)."""
-        atomic_save({"model": self.state_dict(), "config": self.config.to_dict(), **extra}, path)
-
-    def load_checkpoint(self, path: str | Path, strict: bool = True) -> dict[str, Any]:
-        """Load weights saved by us, by the guide's loop, or by the official code.
-
-        Raises a ``ValueError`` listing mismatched keys and shapes when the checkpoint is for
-        another architecture. Returns the whole checkpoint (for its extra entries).
-        """
-        ckpt = safe_load(path)
-        state = extract_state_dict(ckpt)
-        expected = self.state_dict()
-        problem = describe_mismatch(expected, state)
-        if (strict and problem) or any(k in state and state[k].shape != v.shape for k, v in expected.items()):
-            raise ValueError(f"Checkpoint {str(path)!r} does not fit this model's architecture:\n{problem}")
-        self.load_state_dict(state, strict=strict)
-        return ckpt if isinstance(ckpt, dict) else {}
-
-    @classmethod
-    def from_checkpoint(cls, path: str | Path, map_location: str | torch.device = "cpu") -> "MAE":
-        """Rebuild a model from a checkpoint that carries its config (as ``save_checkpoint`` writes)."""
-        ckpt = safe_load(path, map_location=map_location)
-        if not isinstance(ckpt, dict) or "config" not in ckpt:
-            raise ValueError(
-                f"Checkpoint {str(path)!r} has no 'config' entry; build the model yourself with "
-                f"MAE(config) and call model.load_checkpoint(path)"
-            )
-        state = extract_state_dict(ckpt)
-        # Compare shapes on the meta device first (no memory): a small file whose config asks for a
-        # huge model fails here, before that model is allocated.
-        with torch.device("meta"):
-            shell = cls(ckpt["config"])
-        problem = describe_mismatch(shell.state_dict(), state)
-        if problem:
-            raise ValueError(f"Checkpoint {str(path)!r} does not match its own config:\n{problem}")
-        model = cls(ckpt["config"])
-        model.load_state_dict(state)
-        return model

@@ -32,6 +32,14 @@ def get_device(device: str | torch.device = "auto") -> torch.device:
     return torch.device("cpu")
 
 
+def autocast_enabled(device_type: str) -> bool:
+    """Whether autocast is on for this device type (torch < 2.4 only answers for CUDA and CPU)."""
+    try:
+        return torch.is_autocast_enabled(device_type)
+    except TypeError:
+        return torch.is_autocast_enabled() if device_type == "cuda" else torch.is_autocast_cpu_enabled()
+
+
 def model_device(model: torch.nn.Module) -> torch.device:
     """The device of a model's first parameter or buffer (CPU for a model with neither)."""
     for tensor in (*model.parameters(), *model.buffers()):

@@ -4,12 +4,14 @@ schedule and mixed precision, then the state a resume continues from. The result
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import sys
 import weakref
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from ..amp import autocast_for
@@ -27,6 +29,15 @@ from .state import Run
 
 # Seed of the fixed test images' masks in every reconstruction figure.
 FIGURE_MASK_SEED = 1234
+
+
+def fingerprint(data: ImageData) -> str:
+    """A short hash of every pixel and label: tells the images a run was trained on from any others."""
+    digest = hashlib.blake2b(digest_size=8)
+    digest.update(str(tuple(data.images.shape)).encode())
+    digest.update(data.images.contiguous().numpy().tobytes())
+    digest.update(data.labels.numpy().astype(np.int64).tobytes())
+    return digest.hexdigest()
 
 
 def build_model(args: PretrainArgs, data: ImageData, model_class: type[MAE] = MAE) -> MAE:
@@ -81,7 +92,7 @@ def _build_run(args: PretrainArgs, model_class: type[MAE], rank: int, world: int
     loader = BatchLoader(train_data, args.batch_size, model.config.img_size, train=True, seed=args.seed,
                          rank=rank, world_size=world)
     steps_per_epoch, total_steps = _run_length(args, len(loader), len(train_data))
-    data = {"images": len(train_data), "fingerprint": train_data.fingerprint(), "steps_per_epoch": steps_per_epoch}
+    data = {"images": len(train_data), "fingerprint": fingerprint(train_data), "steps_per_epoch": steps_per_epoch}
     if state is not None:
         check_resume_data(state.get("data"), data, state["scheduler"]["total_steps"], total_steps, resume_from)
     base_lr = args.lr if args.lr is not None else scaled_lr(args.blr, args.batch_size * args.accum_iter)
