@@ -6,7 +6,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -62,70 +62,83 @@ def results_table(checkpoint: str | Path, out: str | Path, seeds: list[int], fin
         release_lock(lock)
 
 
+@dataclass
+class _Table:
+    """The table's numbers as they are measured, written to ``results.json`` after each one."""
+
+    out: Path
+    meta: dict[str, Any]  # the fine-tuning arguments, probe epochs and checkpoint, saved with the numbers
+    rows: dict[str, dict[str, list[float]]] = field(default_factory=dict)
+    histories: dict[str, list[list[tuple[float, float]]]] = field(default_factory=dict)
+    seconds: dict[str, list[float]] = field(default_factory=dict)  # training time of each fine-tune, without the evaluations
+
+    def save(self) -> None:  # after every number, so a long table that is stopped keeps what it measured
+        (self.out / "results.json").write_text(json.dumps({"rows": self.rows, "finetune_histories": self.histories,
+                                                           "finetune_seconds": self.seconds, **self.meta}, indent=2))
+
+    def add(self, name: str, metric: str, value: float) -> None:
+        self.rows.setdefault(name, {}).setdefault(metric, []).append(value)
+        print(f"{name}: {metric} {value:.4f}", flush=True)
+        self.save()
+
+    def add_finetune(self, name: str, result: dict[str, Any]) -> None:
+        self.histories.setdefault(name, []).append(result["history"])
+        self.seconds.setdefault(name, []).append(result["seconds"])
+        self.add(name, "finetune", result["accuracy"])
+
+    def markdown(self) -> str:
+        lines = ["| model | test recon. loss | linear probe % | kNN (k=20) % | fine-tune % |", "|---|---|---|---|---|"]
+        for name, row in self.rows.items():
+            cells = []
+            for m in ("recon_loss", "linear_probe", "knn", "finetune"):
+                vals = row.get(m)
+                cells.append("–" if not vals else (f"{vals[0]:.4f}" if m == "recon_loss" else summarize(vals)))
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
+        return "\n".join(lines)
+
+
+def _save_figure(fig: plt.Figure, path: Path) -> None:
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _add_encoder(table: _Table, name: str, mae: MAE, train: ImageData, test: ImageData, probe_epochs: int,
+                 progress: bool) -> dict[str, Any]:
+    """An encoder's rows: reconstruction loss on the test images, then linear probe and kNN (returned)."""
+    table.add(name, "recon_loss", evaluate_loss(mae, test, mae.config, torch.device("cpu"), max_images=10_000))
+    scores = evaluate_checkpoint(mae, train, test, probe_epochs, progress=progress)
+    table.add(name, "linear_probe", scores["linear_probe"])
+    table.add(name, "knn", scores["knn"])
+    return scores
+
+
 def _results_table(pretrained: MAE, checkpoint: str | Path, out: Path, seeds: list[int], finetune_args: FinetuneArgs,
                    data_root: str, probe_epochs: int) -> str:
     train, test = load_splits(pretrained.config, data_root)
-    rows: dict[str, dict[str, list[float]]] = {}
-    histories: dict[str, list[list[tuple[float, float]]]] = {}
-    seconds: dict[str, list[float]] = {}  # training time of each fine-tune, without the evaluations
-
-    def save() -> None:  # after every number, so a long table that is stopped keeps what it measured
-        (out / "results.json").write_text(json.dumps({"rows": rows, "finetune_histories": histories,
-                                                      "finetune_seconds": seconds,
-                                                      "finetune_args": asdict(finetune_args), "probe_epochs": probe_epochs,
-                                                      "checkpoint": str(checkpoint)}, indent=2))
-
-    def add(name: str, metric: str, value: float) -> None:
-        rows.setdefault(name, {}).setdefault(metric, []).append(value)
-        print(f"{name}: {metric} {value:.4f}", flush=True)
-        save()
-
-    def add_finetune(name: str, result: dict[str, Any]) -> None:
-        histories.setdefault(name, []).append(result["history"])
-        seconds.setdefault(name, []).append(result["seconds"])
-        add(name, "finetune", result["accuracy"])
-
-    cfg = pretrained.config
-    add("MAE pretrained (shipped)", "recon_loss", evaluate_loss(pretrained, test, cfg, torch.device("cpu"), max_images=10_000))
-    ev = evaluate_checkpoint(pretrained, train, test, probe_epochs, progress=finetune_args.progress)
-    add("MAE pretrained (shipped)", "linear_probe", ev["linear_probe"])
-    add("MAE pretrained (shipped)", "knn", ev["knn"])
-    fig = feature_map_figure(ev["test_features"], test.labels, test.classes, "PCA of the shipped encoder's cls features")
-    fig.savefig(out / "feature_map.png", dpi=110)
-    plt.close(fig)
+    table = _Table(out, {"finetune_args": asdict(finetune_args), "probe_epochs": probe_epochs,
+                         "checkpoint": str(checkpoint)})
+    cfg, shipped, progress = pretrained.config, "MAE pretrained (shipped)", finetune_args.progress
+    ev = _add_encoder(table, shipped, pretrained, train, test, probe_epochs, progress)
+    _save_figure(feature_map_figure(ev["test_features"], test.labels, test.classes,
+                                    "PCA of the shipped encoder's cls features"), out / "feature_map.png")
     # A random encoder's probe varies little with its seed; one seed keeps the table's CPU cost down.
     torch.manual_seed(seeds[0])
-    random_mae = MAE(cfg)
-    add("random-init encoder", "recon_loss", evaluate_loss(random_mae, test, cfg, torch.device("cpu"), max_images=10_000))
-    ev_rand = evaluate_checkpoint(random_mae, train, test, probe_epochs, progress=finetune_args.progress)
-    add("random-init encoder", "linear_probe", ev_rand["linear_probe"])
-    add("random-init encoder", "knn", ev_rand["knn"])
+    _add_encoder(table, "random-init encoder", MAE(cfg), train, test, probe_epochs, progress)
     px_train, px_test = pixel_features(train), pixel_features(test)
     pixels = f"raw pixels ({px_train.shape[1]})"  # C*H*W: 784 for Fashion-MNIST
     ev_px = evaluate_features(px_train, train.labels, px_test, test.labels, probe_epochs)
-    add(pixels, "linear_probe", ev_px["linear_probe"])
-    add(pixels, "knn", ev_px["knn"])
+    table.add(pixels, "linear_probe", ev_px["linear_probe"])
+    table.add(pixels, "knn", ev_px["knn"])
     for seed in seeds:
         args = FinetuneArgs(**{**asdict(finetune_args), "seed": seed})
         ft = finetune(pretrained, train, test, args)
-        add_finetune("MAE pretrained (shipped)", ft)
-        add_finetune("ViT from scratch, same budget", finetune(None, train, test, args, config=cfg))
+        table.add_finetune(shipped, ft)
+        table.add_finetune("ViT from scratch, same budget", finetune(None, train, test, args, config=cfg))
         if seed == seeds[0]:
-            fig = confusion_figure(ft["predictions"], test.labels, test.classes,
-                                   f"fine-tuned shipped MAE, seed {seed}: {ft['accuracy']:.1%}")
-            fig.savefig(out / "confusion_finetune.png", dpi=110)
-            plt.close(fig)
-    fig = finetune_curve_figure(histories)
-    fig.savefig(out / "finetune_curve.png", dpi=110)
-    plt.close(fig)
-    metrics = ["recon_loss", "linear_probe", "knn", "finetune"]
-    lines = ["| model | test recon. loss | linear probe % | kNN (k=20) % | fine-tune % |", "|---|---|---|---|---|"]
-    for name, row in rows.items():
-        cells = []
-        for m in metrics:
-            vals = row.get(m)
-            cells.append("–" if not vals else (f"{vals[0]:.4f}" if m == "recon_loss" else summarize(vals)))
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    table = "\n".join(lines)
-    (out / "results.md").write_text(table + "\n")
-    return table
+            _save_figure(confusion_figure(ft["predictions"], test.labels, test.classes,
+                                          f"fine-tuned shipped MAE, seed {seed}: {ft['accuracy']:.1%}"),
+                         out / "confusion_finetune.png")
+    _save_figure(finetune_curve_figure(table.histories), out / "finetune_curve.png")
+    markdown = table.markdown()
+    (out / "results.md").write_text(markdown + "\n")
+    return markdown
