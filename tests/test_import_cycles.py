@@ -109,8 +109,6 @@ def test_the_package_has_no_import_cycle():
     assert cycle is None, "import cycle: " + " -> ".join(cycle)
 
 
-@pytest.mark.xfail(strict=True, reason="the checkers keep one cycle for now: _feedback imports carry (use() saves), "
-                                       "which imports _feedback's CHOSEN; remove this mark when it is gone")
 def test_the_exercise_checkers_have_no_import_cycle():
     cycle = find_cycle(_subgraph(import_graph(), inside=True))
     assert cycle is None, "import cycle: " + " -> ".join(cycle)

@@ -33,6 +33,7 @@ from typing import Any, Callable, TypeVar
 import torch
 
 from ._i18n import say
+from ._kept import save
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -266,8 +267,6 @@ def _keep(name: str, fn: Callable) -> str | None:
     in_kernel = ipython is not None and getattr(ipython.get_ipython(), "kernel", None) is not None  # Jupyter, Colab
     if not (in_kernel or os.environ.get("MAE_LESSON_MY_MAE")):
         return None
-    from .carry import save
-
     try:
         path = save(name, fn)
     except OSError:

@@ -1,7 +1,7 @@
 """Your MAE, carried forward: a function that passed its checker is kept for later notebooks.
 
 Each notebook runs in its own kernel, so ``my_patchify`` from notebook 01 is gone in notebook 05.
-When a use cell picks the learner's function (it passed its checker), :func:`save` writes the
+When a use cell picks the learner's function (it passed its checker), :func:`save` (in :mod:`._kept`) writes the
 cell that defined it to ``my_mae/<name>.py`` beside the notebooks (``$MAE_LESSON_MY_MAE`` moves the
 folder). A plain folder of Python files survives a kernel restart and works on Colab (it sits in
 the clone). It always holds the last version that passed.
@@ -16,94 +16,15 @@ are the learner's own pieces where they exist, so a ``forward_encoder`` that cal
 
 from __future__ import annotations
 
-import importlib.util
-import inspect
-import linecache
-import os
-from pathlib import Path
 from typing import Any, Callable
 
 from . import assembly
+from ._feedback import CHOSEN
 from ._i18n import say
+from ._kept import PIECES, folder, mine, save  # noqa: F401 - the file half, importable from here as before
 
 # The pieces notebook 05 composes, with the reference each falls back to.
-REFERENCES: dict[str, Callable[..., Any]] = {
-    "patchify": assembly.patchify, "random_masking": assembly.random_masking,
-    "forward_encoder": assembly.forward_encoder, "unshuffle": assembly.unshuffle,
-    "forward_decoder": assembly.forward_decoder, "normalize_patches": assembly.normalize_patches,
-    "mae_loss": assembly.mae_loss,
-}
-
-# What a saved cell may use without importing it: the notebooks' usual imports.
-PREAMBLE = '''"""my_{name}: the last version that passed its checker, saved by mae_lesson (edit the notebook, not this file)."""
-import math
-import statistics
-
-import torch
-import torch.nn.functional as F
-from einops import rearrange
-from torch import nn
-
-import mae_lesson
-from mae_lesson import MAE, Config
-from mae_lesson.exercises.carry import lazy_piece as _piece
-
-# the learner's own earlier pieces where they exist, else the references
-{pieces}
-
-# ---- the notebook cell that defined my_{name} ----
-'''
-
-
-def folder() -> Path:
-    """Where the learner's passed functions live: ``$MAE_LESSON_MY_MAE``, else ``my_mae`` beside the notebooks."""
-    return Path(os.environ.get("MAE_LESSON_MY_MAE", "my_mae"))
-
-
-def _cell_source(fn: Callable[..., Any]) -> str | None:
-    """The whole cell (or file) that defined ``fn``: its helpers and imports come along."""
-    code = getattr(fn, "__code__", None)
-    if code is None:
-        return None
-    lines = linecache.getlines(code.co_filename)
-    if lines:
-        return "".join(lines)
-    try:
-        return inspect.getsource(fn)
-    except (OSError, TypeError):
-        return None
-
-
-def save(name: str, fn: Callable[..., Any]) -> Path | None:
-    """Write the cell that defined ``my_<name>`` to ``my_mae/<name>.py``; None when its source is not readable."""
-    source = _cell_source(fn)
-    if source is None or f"def my_{name}(" not in source:
-        return None
-    others = "\n".join(f'{other} = _piece("{other}")' for other in REFERENCES if other != name)
-    path = folder() / f"{name}.py"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(PREAMBLE.format(name=name, pieces=others) + source, encoding="utf-8")
-    return path
-
-
-_LOADING: set[str] = set()  # pieces being loaded now: a saved file that asks for itself gets the reference
-
-
-def mine(name: str) -> Callable[..., Any] | None:
-    """The learner's saved ``my_<name>``, or None (none saved, or the file no longer imports)."""
-    path = folder() / f"{name}.py"
-    if not path.is_file() or name in _LOADING:
-        return None
-    _LOADING.add(name)
-    try:
-        spec = importlib.util.spec_from_file_location(f"my_mae_{name}", path)
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)  # type: ignore[union-attr]
-        return getattr(module, f"my_{name}", None)
-    except Exception:  # noqa: BLE001 - a saved cell that no longer runs falls back to the reference
-        return None
-    finally:
-        _LOADING.discard(name)
+REFERENCES: dict[str, Callable[..., Any]] = {name: getattr(assembly, name) for name in PIECES}
 
 
 def piece(name: str) -> Callable[..., Any]:
@@ -135,8 +56,6 @@ def assemble_mae_forward(**given: Callable[..., Any]) -> Callable[..., Any]:
         with ``forward.yours``, the names of the learner's pieces in it, and ``forward.whose``, a phrase
         for titles ("your MAE pieces", "the reference MAE pieces", "2 of your 4 MAE pieces ...").
     """
-    from ._feedback import CHOSEN
-
     parts, yours = {}, []
     for name in ("patchify", "forward_encoder", "forward_decoder", "mae_loss"):
         fn = given.get(name)
