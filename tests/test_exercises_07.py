@@ -18,9 +18,8 @@ from conftest import accepts, rejects  # noqa: E402
 
 from mae_lesson.classifier import layer_decay_scales
 from mae_lesson.exercises import ExerciseError
+from mae_lesson.exercises.finetune_loop import _loop_variant
 from mae_lesson.exercises.finetuning import (
-    _loop_variant,
-    _probe_variant,
     check_classifier_head,
     check_finetune_steps,
     check_knn,
@@ -28,6 +27,7 @@ from mae_lesson.exercises.finetuning import (
     check_linear_probe,
     check_mean_pool,
 )
+from mae_lesson.exercises.probe import _probe_variant
 
 
 def crashing(*args):

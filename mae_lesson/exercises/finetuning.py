@@ -15,11 +15,11 @@ from __future__ import annotations
 
 from ._models import CHECK_CONFIG
 from .features import KNN_MISTAKES, MEAN_POOL_MISTAKES, check_knn, check_mean_pool
-from .finetune_loop import LOOP_ATOL, LOOP_MISTAKES, _loop_variant, check_finetune_steps
+from .finetune_loop import LOOP_ATOL, LOOP_MISTAKES, check_finetune_steps
 from .head import DECAY_MISTAKES, HEAD_MISTAKES, check_classifier_head, check_layer_decay_scales
-from .probe import PROBE_MAX_DIFFERENT, PROBE_MISTAKES, PROBE_SETTINGS, _probe_variant, check_linear_probe
+from .probe import PROBE_MAX_DIFFERENT, PROBE_MISTAKES, PROBE_SETTINGS, check_linear_probe
 
 __all__ = ["CHECK_CONFIG", "DECAY_MISTAKES", "HEAD_MISTAKES", "KNN_MISTAKES", "LOOP_ATOL", "LOOP_MISTAKES",
-           "MEAN_POOL_MISTAKES", "PROBE_MAX_DIFFERENT", "PROBE_MISTAKES", "PROBE_SETTINGS", "_loop_variant",
-           "_probe_variant", "check_classifier_head", "check_finetune_steps", "check_knn", "check_layer_decay_scales",
+           "MEAN_POOL_MISTAKES", "PROBE_MAX_DIFFERENT", "PROBE_MISTAKES", "PROBE_SETTINGS",
+           "check_classifier_head", "check_finetune_steps", "check_knn", "check_layer_decay_scales",
            "check_linear_probe", "check_mean_pool"]

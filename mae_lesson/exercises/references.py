@@ -29,7 +29,7 @@ from ..transformer import plain_attention
 from ..utils import model_device
 from . import assembly
 from .ablations import accuracy_standard_error, difference_standard_error
-from .finetuning import _loop_variant
+from .finetune_loop import _loop_variant
 from . import stretch
 from .training import reference_train_one_epoch, reference_train_step
 
