@@ -1,7 +1,8 @@
 """mae_lesson: Masked Autoencoders (He et al., CVPR 2022), built one concept per module.
 
-Lesson order: patch_embed, pos_embed, masking, transformer, model, loss, pretrain (with data,
-optim, checkpoint), evaluate, classifier and finetune, interop. docs/architecture.md maps them.
+The lesson core, in lesson order: patch_embed, pos_embed, masking, transformer, model, loss, config,
+loader, optim, engine, evaluate, classifier. Above it the run layer (run/, pretrain, finetune,
+checkpoint, ...) and the lesson's helpers (data, viz, exercises, ...). docs/architecture.md maps them.
 """
 
 from . import checkpoint  # noqa: F401 - gives MAE save_checkpoint, load_checkpoint and from_checkpoint
