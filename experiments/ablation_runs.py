@@ -16,7 +16,8 @@ from pathlib import Path
 import torch
 
 from mae_lesson.classifier import ViTClassifier
-from mae_lesson.config import Config, load_recipe
+from mae_lesson.bundled import load_recipe
+from mae_lesson.config import Config
 from mae_lesson.evaluate import evaluate_encoder, evaluate_loss, extract_features
 from mae_lesson.finetune import FinetuneArgs, finetune, predict
 from mae_lesson.flops import forward_flops

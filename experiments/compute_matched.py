@@ -31,7 +31,8 @@ from typing import Any
 import matplotlib.pyplot as plt
 import numpy as np
 
-from mae_lesson.config import Config, load_recipe
+from mae_lesson.bundled import load_recipe
+from mae_lesson.config import Config
 from mae_lesson.data import ImageData, load_fashion_mnist
 from mae_lesson.errors import command_line_errors
 from mae_lesson.finetune import FinetuneArgs, finetune

@@ -6,7 +6,8 @@ checkpoint, ...) and the lesson's helpers (data, viz, exercises, ...). docs/arch
 """
 
 from . import checkpoint  # noqa: F401 - gives MAE save_checkpoint, load_checkpoint and from_checkpoint
-from .config import Config, bundled_config_names
+from .bundled import bundled_config_names
+from .config import Config
 from .model import MAE
 from .pretrained import DATA_DIR, available_pretrained, load_pretrained
 from .utils import get_device, quick_mode, set_seed

@@ -15,7 +15,7 @@ from typing import Any, Callable, Iterable, Mapping
 
 import torch
 
-from .config import load_recipe
+from .bundled import load_recipe
 
 
 def arg_field(default: Any, help: str, **metadata: Any) -> Any:

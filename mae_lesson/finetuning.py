@@ -21,7 +21,8 @@ from tqdm.auto import tqdm
 from .augment import AUTO_AUGMENT_HELP, augment_batch, auto_augment, batch_mixer, soft_targets
 from .classifier import ViTClassifier, layer_decay_scales
 from .cli import arg_field, check_fields, check_recipe
-from .config import Config, load_recipe
+from .bundled import load_recipe
+from .config import Config
 from .loader import BatchLoader, ImageData
 from .model import MAE
 from .optim import WarmupCosine, adamw, param_groups, scaled_lr

@@ -14,7 +14,7 @@ from experiments import compute_matched as cm
 from mae_lesson import MAE, Config
 from mae_lesson.augment import augment_batch, auto_augment, batch_mixer, soft_targets
 from mae_lesson.cli import check_recipe
-from mae_lesson.config import load_recipe
+from mae_lesson.bundled import load_recipe
 from mae_lesson.data import DEBIAN_FASHION_MNIST, ImageData, normalize
 from mae_lesson.finetune import FinetuneArgs, finetune
 from mae_lesson.flops import forward_flops, train_step_flops

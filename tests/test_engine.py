@@ -15,7 +15,7 @@ import torch
 from mae_lesson import MAE, Config
 from mae_lesson.classifier import ViTClassifier
 from mae_lesson.cli import check_recipe
-from mae_lesson.config import load_recipe, recipe_names
+from mae_lesson.bundled import load_recipe, recipe_names
 from mae_lesson.finetune import FinetuneArgs
 from mae_lesson.optim import WarmupCosine, param_groups
 from mae_lesson.engine import micro_batches as micro_batches_of

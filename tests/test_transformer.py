@@ -171,7 +171,8 @@ def test_the_attention_table_covers_the_course_models():
     import math
 
     import mae_lesson.performance as performance
-    from mae_lesson.config import Config, bundled_config_names
+    from mae_lesson.bundled import bundled_config_names
+    from mae_lesson.config import Config
 
     shapes = json.loads(performance.CPU_ATTENTION_TABLE.read_text(encoding="utf-8"))["shapes"]
     for name in bundled_config_names():

@@ -11,7 +11,8 @@ from typing import Any
 
 from ..amp import AMP_CHOICES
 from ..cli import arg_field, check_fields, check_recipe
-from ..config import Config, load_recipe
+from ..bundled import load_recipe
+from ..config import Config
 from ..data import check_seed
 
 DEFAULT_RECIPE = "pretrain_cpu"

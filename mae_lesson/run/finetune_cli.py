@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ..cli import add_dataclass_flags, check_device, dataclass_values, parse_with_recipe
-from ..config import load_recipe
+from ..bundled import load_recipe
 from ..errors import EXIT_SIGINT, command_line_errors
 from ..finetuning import FinetuneArgs, finetune
 from ..loader import check_seed
