@@ -1,4 +1,5 @@
-"""The optional stretch exercises of notebooks 01-07 (mae_lesson/exercises/stretch.py).
+"""The optional stretch exercises of notebooks 01-07 (mae_lesson/exercises/stretch.py and, for 06 and 07,
+stretch_training.py).
 
 Per exercise: the checker accepts a right answer written in another style than the package's, names every
 mistake of its table with its message, rejects a wrong answer the table does not list without saying
@@ -14,9 +15,10 @@ import numpy as np
 import pytest
 import torch
 
-from mae_lesson.exercises import stretch
+from mae_lesson.exercises import stretch, stretch_training
+from mae_lesson.exercises._judge import close
 
-from conftest import accepts, not_attempted, np_2d_sincos, rejects
+from conftest import accepts, not_attempted, np_2d_sincos, rejects, translated
 
 
 def stub(*args):
@@ -238,8 +240,175 @@ def test_unnormalize_pred_rejects_other_wrong_answers(fn, phrase):
     assert "Correct" not in rejects(stretch.check_unnormalize_pred, fn, phrase)
 
 
+# ------------------------------------------------------------------------- 06 accumulate_grads
+def accumulate_strided(model, imgs, noise, accum_iter):
+    """Another split (every accum_iter-th image, its noise row with it), each loss weighted by its share."""
+    total = 0.0
+    for i in range(accum_iter):
+        x, z = imgs[i::accum_iter], noise[i::accum_iter]
+        loss = model(x, noise=z)["loss"] * (x.shape[0] / imgs.shape[0])
+        loss.backward()
+        total += loss.item()
+    return total
+
+
+def accumulate_tensor(model, imgs, noise, accum_iter):
+    """Right, but the loss comes back as a 0-dim tensor."""
+    losses = []
+    for x, z in zip(imgs.chunk(accum_iter), noise.chunk(accum_iter)):
+        loss = model(x, noise=z)["loss"] / accum_iter
+        loss.backward()
+        losses.append(loss.detach())
+    return torch.stack(losses).sum()
+
+
+def accumulate_scaled(model, imgs, noise, accum_iter):
+    """The loss right, the gradients 1.5 times too large: a mistake no table lists."""
+    total = 0.0
+    for x, z in zip(imgs.chunk(accum_iter), noise.chunk(accum_iter)):
+        loss = model(x, noise=z)["loss"] / accum_iter
+        (1.5 * loss).backward()
+        total += loss.item()
+    return total
+
+
+def accumulate_as(*, divide=True, clear=False, noise_of="own", images_of="chunk", report="mean"):
+    """A learner's loop with one mistake, written apart from the package's."""
+    def fn(model, imgs, noise, accum_iter):
+        size = imgs.shape[0] // accum_iter
+        losses = []
+        for i in range(accum_iter):
+            x = imgs[i::accum_iter] if images_of == "strided" else imgs[i * size:(i + 1) * size]
+            z = noise[:size] if noise_of == "first" else noise[i * size:(i + 1) * size]
+            if clear:
+                model.zero_grad()
+            loss = model(x, noise=z)["loss"]
+            (loss / accum_iter if divide else loss).backward()
+            losses.append(loss.item())
+        return {"mean": sum(losses) / len(losses), "last": losses[-1], "sum": sum(losses)}[report]
+    return fn
+
+
+ACCUMULATE_AS = {"not_divided": accumulate_as(divide=False), "cleared_divided": accumulate_as(clear=True),
+                 "cleared": accumulate_as(clear=True, divide=False), "same_noise": accumulate_as(noise_of="first"),
+                 "split_differently": accumulate_as(images_of="strided"), "last_loss": accumulate_as(report="last"),
+                 "summed_loss": accumulate_as(report="sum")}
+
+
+def test_accumulate_grads_accepts_other_styles(capsys):
+    accepts(stretch_training.check_accumulate_grads, accumulate_strided, capsys)
+    assert stretch_training.check_accumulate_grads(accumulate_tensor) is True
+    printed = capsys.readouterr().out
+    assert printed.startswith("Correct: ") and "returned a torch.Tensor; it is used as the float" in printed
+    translated(printed)
+
+
+def test_accumulate_grads_stub_is_not_attempted(capsys):
+    not_attempted(stretch_training.check_accumulate_grads, stub, capsys, "accumulate_grads")
+
+
+@rows(stretch_training.ACCUM_MISTAKES)
+def test_accumulate_grads_names_each_mistake(row):
+    rejects(stretch_training.check_accumulate_grads, ACCUMULATE_AS[row.name], row.message)
+
+
+def no_backward(model, imgs, noise, accum_iter):
+    with torch.no_grad():
+        return model(imgs, noise=noise)["loss"].item()
+
+
+@pytest.mark.parametrize("fn, phrase", [
+    (no_backward, "got None for"),
+    (lambda m, x, z, k: [accumulate_strided(m, x, z, k)], "expected a number (a Python float), got list"),
+    (lambda m, x, z, k: accumulate_strided(m, x, z, k) * 1.1 + 0.5, "expected loss"),
+    (accumulate_scaled, "expected the gradients of one backward"),
+    (forgot_return, "did you forget `return`"),
+])
+def test_accumulate_grads_rejects_other_wrong_answers(fn, phrase):
+    assert "Correct" not in rejects(stretch_training.check_accumulate_grads, fn, phrase)
+
+
+def test_accumulate_grads_refuses_a_batch_it_cannot_split():
+    with pytest.raises(ValueError, match="divisible by accum_iter"):
+        stretch_training.accumulate_grads(None, torch.zeros(6, 1, 16, 16), torch.zeros(6, 16), 4)
+
+
+# ------------------------------------------------------------------------- 07 cutmix
+def cutmix_where(images, labels, perm, box, num_classes):
+    top, left, height, width = box
+    rows_, cols = torch.arange(images.shape[-2])[:, None], torch.arange(images.shape[-1])
+    inside = (rows_ >= top) & (rows_ < top + height) & (cols >= left) & (cols < left + width)  # [H, W]
+    a = inside.float().mean()
+    eye = torch.eye(num_classes)
+    return torch.where(inside, images[perm], images), (1 - a) * eye[labels] + a * eye[labels[perm]]
+
+
+def cutmix_loops(images, labels, perm, box, num_classes):
+    top, left, height, width = box
+    n, _, h, w = images.shape
+    bottom, right = min(h, top + height), min(w, left + width)
+    a = (bottom - top) * (right - left) / (h * w)
+    mixed, targets = images.clone(), torch.zeros(n, num_classes)
+    for i in range(n):
+        mixed[i, :, top:bottom, left:right] = images[perm[i], :, top:bottom, left:right]
+        targets[i, labels[i]] += 1 - a
+        targets[i, labels[perm[i]]] += a
+    return mixed, targets
+
+
+@pytest.mark.parametrize("fn", [cutmix_where, cutmix_loops])
+def test_cutmix_accepts_other_styles(fn, capsys):
+    accepts(stretch_training.check_cutmix, fn, capsys)
+
+
+def test_cutmix_stub_is_not_attempted(capsys):
+    not_attempted(stretch_training.check_cutmix, stub, capsys, "cutmix")
+
+
+@rows(stretch_training.CUTMIX_MISTAKES)
+def test_cutmix_names_each_mistake(row):
+    rejects(stretch_training.check_cutmix, answer_of(row), row.message)
+
+
+def in_place(images, labels, perm, box, num_classes):
+    top, left, height, width = box
+    images[..., top:top + height, left:left + width] = images[perm][..., top:top + height, left:left + width]
+    return images, cutmix_loops(images, labels, perm, (0, 0, 0, 0), num_classes)[1]
+
+
+@pytest.mark.parametrize("fn, phrase", [
+    (in_place, "changed in place"),
+    (lambda *args: (cutmix_loops(*args)[0], cutmix_loops(*args)[1].long()), "got torch.int64"),
+    (lambda *args: (cutmix_loops(*args)[0], cutmix_loops(*args)[1].double()), "got torch.float64"),
+    (lambda *args: cutmix_loops(*args)[0], "expected a pair"),
+    (lambda *args: (cutmix_loops(*args)[0], cutmix_loops(*args)[1].argmax(dim=1)), "expected shape"),
+    (lambda *args: (cutmix_loops(*args)[0], 0.9 * cutmix_loops(*args)[1]), "sum to 1"),
+    (lambda x, y, p, b, k: (cutmix_loops(x, y, p, b, k)[0], cutmix_loops(x, y, p, (0, 0, x.shape[-2], x.shape[-1] // 2), k)[1]),
+     "expected targets"),
+    (lambda *args: (cutmix_where(*args)[0] + 0.25, cutmix_where(*args)[1]), "expected mixed image"),
+    (forgot_return, "did you forget `return`"),
+])
+def test_cutmix_rejects_other_wrong_answers(fn, phrase):
+    assert "Correct" not in rejects(stretch_training.check_cutmix, fn, phrase)
+
+
+def test_cutmix_matches_torchvision_for_its_box_and_roll():
+    """v2.CutMix pastes image i - 1 (perm = roll by one) into image i, weighted by the clipped area."""
+    v2 = pytest.importorskip("torchvision.transforms.v2")
+    images, labels = torch.rand(4, 1, 8, 8), torch.tensor([0, 1, 2, 3])
+    torch.manual_seed(3)
+    mixed, targets = v2.CutMix(alpha=1.0, num_classes=4)(images, labels)
+    changed = (mixed != images).any(dim=(0, 1)).nonzero()  # the pixels of the box
+    top, left = changed.min(dim=0).values.tolist()
+    height, width = (changed.max(dim=0).values - changed.min(dim=0).values + 1).tolist()
+    ours = stretch_training.cutmix(images, labels, torch.arange(4).roll(1), (top, left, height, width), 4)
+    torch.testing.assert_close(ours[0], mixed)
+    torch.testing.assert_close(ours[1], targets)
+
+
 # ------------------------------------------------------------------------- every exercise
-CHECKERS = {name.removeprefix("check_"): fn for name, fn in vars(stretch).items() if name.startswith("check_")}
+CHECKERS = {name.removeprefix("check_"): fn for module in (stretch, stretch_training)
+            for name, fn in vars(module).items() if name.startswith("check_")}
 
 
 @pytest.mark.parametrize("name", sorted(CHECKERS))
@@ -270,5 +439,22 @@ def test_each_listed_mistake_differs_from_the_right_answer(name):
             assert not torch.allclose(row.wrong(args).float(), right(*args).float()), row.name
 
 
+# Answers that are not one tensor (a loss and the gradients; a pair of tensors), compared as the checker does.
+OUTCOME_TABLES = {
+    "accumulate_grads": (stretch_training.ACCUM_MISTAKES, lambda *case: stretch_training.whole_batch(case),
+                         (torch.randn(8, 1, 16, 16), torch.rand(8, 16), 4)),
+    "cutmix": (stretch_training.CUTMIX_MISTAKES, stretch_training.cutmix,
+               (torch.rand(4, 3, 8, 10), torch.tensor([0, 1, 2, 3]), torch.tensor([1, 3, 0, 2]), (5, 1, 6, 2), 4)),
+}
+
+
+@pytest.mark.parametrize("name", sorted(OUTCOME_TABLES))
+def test_each_listed_outcome_mistake_differs_from_the_right_answer(name):
+    mistakes, right, args = OUTCOME_TABLES[name]
+    for row in mistakes:
+        assert not close(row.wrong(args), right(*args), atol=stretch_training.ACCUM_ATOL,
+                         rtol=stretch_training.ACCUM_RTOL), row.name
+
+
 def test_every_exercise_is_in_the_tables():
-    assert sorted(TABLES) == sorted(CHECKERS)
+    assert sorted({**TABLES, **OUTCOME_TABLES}) == sorted(CHECKERS)

@@ -83,6 +83,21 @@ def as_int(value: Any, where: str, hint: str = "") -> int:
                         + (f": {hint}" if hint else ""))
 
 
+def as_float(value: Any, where: str, hint: str = "") -> float:
+    """A number answer: a Python ``float`` or ``int`` as it is; a one-value torch tensor converted (``.item()``),
+    with a note; anything else (a bool, a tensor of several values, a list) raises naming what came back."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, torch.Tensor) and value.numel() == 1 and value.dtype != torch.bool:
+        converted = float(value.item())
+        note(f"Note: {where} returned a torch.Tensor; it is used as the float {converted:.6g} "
+             f"(.item() makes it a plain Python float, and frees the tensor's autograd graph).")
+        return converted
+    shape = f" of shape {list(value.shape)}" if isinstance(value, torch.Tensor) else ""
+    raise ExerciseError(f"{where}: expected a number (a Python float), got {type(value).__name__}{shape}"
+                        + (f": {hint}" if hint else ""))
+
+
 def passed(name: str, detail: str = "") -> bool:
     """Print the success line every checker ends with and return True.
 

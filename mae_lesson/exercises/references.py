@@ -30,7 +30,7 @@ from ..utils import model_device
 from . import assembly
 from .ablations import accuracy_standard_error, difference_standard_error
 from .finetune_loop import _loop_variant
-from . import stretch
+from . import stretch, stretch_training
 from .training import reference_train_one_epoch, reference_train_step
 
 
@@ -159,6 +159,8 @@ REFERENCES: dict[str, Callable[..., Any]] = {
     "attention_rollout": stretch.attention_rollout,
     "scatter_tokens": stretch.scatter_tokens,
     "unnormalize_pred": stretch.unnormalize_pred,
+    "accumulate_grads": stretch_training.accumulate_grads,
+    "cutmix": stretch_training.cutmix,
 }
 
 
