@@ -309,6 +309,27 @@ def my_block_mask(order, grid_h, grid_w, block, mask_ratio):
     std = (((target - mean) ** 2).sum(dim=-1, keepdim=True) / (k - 1) + 1e-6).sqrt()
     return torch.addcmul(mean, pred, std)
 ''',
+    "accumulate_grads": '''def my_accumulate_grads(model, imgs, noise, accum_iter):
+    _count("accumulate_grads")
+    total = 0.0
+    for i in range(accum_iter):
+        x, z = imgs[i::accum_iter], noise[i::accum_iter]  # any equal split works if each image keeps its noise
+        share = x.shape[0] / imgs.shape[0]
+        loss = model(x, noise=z)["loss"] * share
+        loss.backward()
+        total += loss.item()
+    return total
+''',
+    "cutmix": '''def my_cutmix(images, labels, perm, box, num_classes):
+    _count("cutmix")
+    top, left, height, width = box
+    rows = torch.arange(images.shape[-2])[:, None]
+    cols = torch.arange(images.shape[-1])[None, :]
+    inside = (rows >= top) & (rows < top + height) & (cols >= left) & (cols < left + width)  # [H, W]
+    a = inside.float().mean()
+    eye = torch.eye(num_classes)
+    return torch.where(inside, images[perm], images), (1 - a) * eye[labels] + a * eye[labels[perm]]
+''',
 }
 
 # Nudges a right result into a wrong one that no checker names: floats and tensors move by 0.5, ints by 3,
