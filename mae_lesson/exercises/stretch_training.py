@@ -82,28 +82,29 @@ def whole_batch(case: tuple) -> tuple[float, dict]:
     return accumulation_outcome(lambda model, imgs, noise, _: _accumulate(model, imgs, noise, 1), case)
 
 
-def _variant(message: str, name: str, **wrong: Any) -> Mistake:
+def _variant(name: str, message: str, **wrong: Any) -> Mistake:
+    """A mistake whose wrong answer is :func:`_accumulate` with the keywords ``wrong``: its loss and gradients."""
     return Mistake(name, lambda case: accumulation_outcome(functools.partial(_accumulate, **wrong), case), message)
 
 
 # The case: (imgs [8, 1, 16, 16], noise [8, 16], accum_iter).
 ACCUM_MISTAKES = (
-    _variant("the gradients are accum_iter times too large: backward of each micro-batch's loss adds into p.grad, so "
-             "divide each loss by accum_iter first, (loss / accum_iter).backward()", "not_divided", divide=False),
-    _variant("only the last micro-batch's gradients are left (divided by accum_iter): the gradients were cleared between "
-             "micro-batches; backward adds into p.grad, so no zero_grad inside the loop", "cleared_divided", clear=True),
-    _variant("only the last micro-batch's gradients are left: the gradients were cleared between micro-batches; "
-             "backward adds into p.grad, so no zero_grad inside the loop, and each loss divided by accum_iter",
-             "cleared", clear=True, divide=False),
-    _variant("every micro-batch used the first micro-batch's mask noise: split noise with the images, row i of noise "
-             "is image i's mask", "same_noise", split="first_noise"),
-    _variant("the images and the noise are split differently (imgs[i::accum_iter] with consecutive noise chunks): "
-             "image i must keep its own noise row i; take the same slice of both", "split_differently",
+    _variant("not_divided", "the gradients are accum_iter times too large: backward of each micro-batch's loss adds into "
+             "p.grad, so divide each loss by accum_iter first, (loss / accum_iter).backward()", divide=False),
+    _variant("cleared_divided", "only the last micro-batch's gradients are left (divided by accum_iter): the gradients "
+             "were cleared between micro-batches; backward adds into p.grad, so no zero_grad inside the loop", clear=True),
+    _variant("cleared", "only the last micro-batch's gradients are left: the gradients were cleared between "
+             "micro-batches; backward adds into p.grad, so no zero_grad inside the loop, and each loss divided by "
+             "accum_iter", clear=True, divide=False),
+    _variant("same_noise", "every micro-batch used the first micro-batch's mask noise: split noise with the images, "
+             "row i of noise is image i's mask", split="first_noise"),
+    _variant("split_differently", "the images and the noise are split differently (imgs[i::accum_iter] with "
+             "consecutive noise chunks): image i must keep its own noise row i; take the same slice of both",
              split="strided_images"),
-    _variant("the returned loss is the last micro-batch's; return the whole batch's loss, the mean of the "
-             "micro-batch losses", "last_loss", report="last"),
-    _variant("the returned loss is the sum of the micro-batch losses; return their mean, the whole batch's loss",
-             "summed_loss", report="sum"),
+    _variant("last_loss", "the returned loss is the last micro-batch's; return the whole batch's loss, the mean of "
+             "the micro-batch losses", report="last"),
+    _variant("summed_loss", "the returned loss is the sum of the micro-batch losses; return their mean, the whole "
+             "batch's loss", report="sum"),
 )
 
 
