@@ -5,7 +5,8 @@ measured seconds of each epoch) plus arm (a)'s fine-tune. Arm (b), the same ViT 
 with the ``scratch_deit`` recipe, trains for the number of steps whose analytic training FLOPs
 (``mae_lesson.flops``) equal that budget's; the wall-clock of both arms is measured and written
 beside. One CSV row per finished run (budget, arm, seed, ...), test accuracy on all 10,000 test
-images; a row already in the CSV is not redone (delete it to redo it), so the study resumes.
+images; a row already in the CSV is not redone (delete it to redo it), so the study resumes, and a run
+stopped midway continues from the state it saved in ``--state-dir`` every 200 steps.
 
     python -m experiments.compute_matched --seeds 0 1 2                    # both budgets (50 and 150 epochs)
     python -m experiments.compute_matched --seeds 0 --search blr=1e-3,2e-3,4e-3   # tune both arms first
@@ -24,6 +25,7 @@ import csv
 import itertools
 import json
 import math
+import re
 from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any
@@ -148,7 +150,10 @@ def run_arm(arm: str, budget: dict[str, Any], settings: dict[str, Any], seed: in
     args = FinetuneArgs(**{**recipe, "epochs": math.ceil(steps / per_epoch), "max_steps": steps, "seed": seed,
                            "progress": False, "eval_every_epoch": False})
     mae = budget["mae"]
-    result = finetune(mae if arm == "finetune" else None, train, test, args, config=mae.config)
+    name = (f"budget{budget['cost']['epochs']}_{arm}_seed{seed}_{len(train)}_{len(test)}_"
+            f"{json.dumps(settings, sort_keys=True)}")
+    state = Path(ns.state_dir) / (re.sub(r"[^A-Za-z0-9_.=-]+", "_", name) + ".pt")  # a stopped run continues here
+    result = finetune(mae if arm == "finetune" else None, train, test, args, config=mae.config, state_file=state)
     pretrain = budget["cost"]["seconds"] if arm == "finetune" else 0.0
     flops = (budget_flops(mae.config, budget["cost"]["steps"], budget["cost"]["batch_size"], steps, args.batch_size)
              if arm == "finetune" else steps * finetune_step_flops(mae.config, args.batch_size))
@@ -307,6 +312,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--train-images", type=int, default=None, help="first N training images (toy runs)")
     parser.add_argument("--test-images", type=int, default=None, help="first N test images (default: all 10,000)")
     parser.add_argument("--data-root", default="data", help="(default: %(default)s)")
+    parser.add_argument("--state-dir", default="runs/compute_matched_state", help="where a run saves its state every "
+                        "200 steps, so a stopped study continues mid-run (default: %(default)s)")
     return parser
 
 

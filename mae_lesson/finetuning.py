@@ -9,8 +9,10 @@ comparison learners ask for.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -22,6 +24,7 @@ from .augment import AUTO_AUGMENT_HELP, augment_batch, auto_augment, batch_mixer
 from .classifier import ViTClassifier, layer_decay_scales
 from .cli import arg_field, check_fields, check_recipe
 from .bundled import load_recipe
+from . import finetune_state
 from .config import Config
 from .loader import BatchLoader, ImageData
 from .model import MAE
@@ -112,13 +115,17 @@ def finetune_setup(mae: MAE | None, train: ImageData, args: FinetuneArgs, config
 
 
 def finetune(mae: MAE | None, train: ImageData, test: ImageData, args: FinetuneArgs | None = None,
-             config: Config | None = None) -> dict[str, Any]:
+             config: Config | None = None, state_file: str | Path | None = None,
+             save_every_steps: int = 200) -> dict[str, Any]:
     """Fine-tune a pretrained MAE encoder (or, with ``mae=None``, train ``config`` from scratch).
 
     Returns ``{"accuracy", "predictions", "seconds", "steps", "model", "history"}``; ``history`` lists
     ``(epoch, test accuracy)`` after each epoch when ``args.eval_every_epoch`` (else only the end).
     Training runs on ``args.device``; the returned ``model`` comes back on the device ``mae`` is on
     (the CPU for ``mae=None``), so the caller's tensors fit it. ``mae`` itself is never moved.
+    With ``state_file``, the run saves its state there every ``save_every_steps`` steps and, started
+    again with the same arguments, continues from it (:mod:`mae_lesson.finetune_state`); the file is
+    deleted when the run ends.
     """
     args = args or FinetuneArgs()
     device = get_device(args.device)
@@ -126,27 +133,37 @@ def finetune(mae: MAE | None, train: ImageData, test: ImageData, args: FinetuneA
     run.model.to(device)
     augment = auto_augment(args.auto_augment)
     mixer = batch_mixer(args.mixup, args.cutmix, args.mix_switch_prob, len(train.classes))
-    step, tick, eval_seconds, history, per_epoch = 0, time.perf_counter(), 0.0, [], len(run.loader)
-    bar = tqdm(total=run.total_steps, desc="fine-tune" if mae is not None else "from scratch", disable=not args.progress)
+    # What a saved state must match to be continued (the bar and the device do not change the result).
+    settings = {**dataclasses.asdict(args), "progress": None, "device": None, "from_scratch": mae is None}
+    done = finetune_state.restore(state_file, run.model, run.optimizer, run.schedule, settings)
+    tick, per_epoch = time.perf_counter() - done.seconds, len(run.loader)
+    bar = tqdm(total=run.total_steps, initial=done.step, desc="fine-tune" if mae is not None else "from scratch",
+               disable=not args.progress)
     run.model.train()
-    while step < run.total_steps:
-        loss = finetune_step(run, train, step, args.label_smoothing, device, augment, mixer)
-        step += 1
+    while done.step < run.total_steps:
+        loss = finetune_step(run, train, done.step, args.label_smoothing, device, augment, mixer)
+        done.step += 1
         bar.update(1)
         bar.set_postfix(loss=f"{loss:.3f}")
-        if args.eval_every_epoch and step % per_epoch == 0 and step < run.total_steps:
+        if args.eval_every_epoch and done.step % per_epoch == 0 and done.step < run.total_steps:
             start = time.perf_counter()
-            history.append((step / per_epoch, accuracy(predict(run.model, test, run.config.img_size, device), test)))
-            eval_seconds += time.perf_counter() - start
-            bar.write(f"epoch {history[-1][0]:g}: test accuracy {history[-1][1]:.2%}")
+            score = accuracy(predict(run.model, test, run.config.img_size, device), test)
+            done.history.append((done.step / per_epoch, score))
+            tick += time.perf_counter() - start  # training time only
+            bar.write(f"epoch {done.history[-1][0]:g}: test accuracy {done.history[-1][1]:.2%}")
             run.model.train()
+        if state_file is not None and done.step % save_every_steps == 0 and done.step < run.total_steps:
+            done.seconds = time.perf_counter() - tick
+            finetune_state.save(Path(state_file), run.model, run.optimizer, run.schedule, done, settings)
     bar.close()
-    seconds = time.perf_counter() - tick - eval_seconds  # training time only
+    seconds = time.perf_counter() - tick
     predictions = predict(run.model, test, run.config.img_size, device)
-    history.append((step / per_epoch, accuracy(predictions, test)))
+    done.history.append((done.step / per_epoch, accuracy(predictions, test)))
     run.model.to(model_device(mae) if mae is not None else torch.device("cpu"))
-    return {"accuracy": history[-1][1], "predictions": predictions, "seconds": seconds, "steps": step,
-            "model": run.model, "history": history}
+    if state_file is not None:
+        Path(state_file).unlink(missing_ok=True)
+    return {"accuracy": done.history[-1][1], "predictions": predictions, "seconds": seconds, "steps": done.step,
+            "model": run.model, "history": done.history}
 
 
 def finetune_step(run: FinetuneRun, train: ImageData, step: int, label_smoothing: float, device: torch.device,

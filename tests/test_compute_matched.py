@@ -168,7 +168,7 @@ def test_runner_writes_rows_resumes_and_searches(tmp_path, capsys, monkeypatch):
     ckpt = tiny_checkpoint(tmp_path)
     out = tmp_path / "study.csv"
     toy = ["--checkpoints", str(ckpt), "--csv", str(out), "--train-images", "64", "--test-images", "40",
-           "--finetune-epochs", "1", "--batch-size", "8"]
+           "--finetune-epochs", "1", "--batch-size", "8", "--state-dir", str(tmp_path / "state")]
     cm.main(toy + ["--plan"])
     assert not out.exists()
     assert "pretraining 1 epochs, 2 steps" in capsys.readouterr().out
@@ -182,8 +182,11 @@ def test_runner_writes_rows_resumes_and_searches(tmp_path, capsys, monkeypatch):
     assert abs(int(scratch["flops"]) - int(ft["flops"])) <= cm.finetune_step_flops(Config(TINY_P7), 8) / 2
     assert float(ft["pretrain_seconds"]) == 3.0 and float(ft["seconds"]) >= 3.0
 
-    ran = []
-    monkeypatch.setattr(cm, "finetune", lambda *a, **k: ran.append(a) or {"accuracy": 0.5, "seconds": 1.0})
+    assert not list((tmp_path / "state").glob("*.pt"))  # no run left a state file behind
+
+    ran, states = [], []
+    monkeypatch.setattr(cm, "finetune", lambda *a, **k: ran.append(a) or states.append(k["state_file"])
+                        or {"accuracy": 0.5, "seconds": 1.0})
     cm.main(toy + ["--seeds", "0", "1"])  # seed 0 is in the CSV: only seed 1's two runs train
     assert len(ran) == 2 and [r["seed"] for r in cm.read_rows(out)] == ["0", "0", "1", "1"]
 
@@ -194,6 +197,7 @@ def test_runner_writes_rows_resumes_and_searches(tmp_path, capsys, monkeypatch):
     assert len(cm.read_rows(out)) == 4
     cm.main(toy + ["--seeds", "2", "--search", "blr=1e-3,4e-3", "--val-images", "16"])  # search rows are reused
     assert len(ran) == 6
+    assert len(set(states)) == len(states) == 8 and all(p.parent == tmp_path / "state" for p in states)  # one per run
     assert all(json.loads(r["settings"])["blr"] in (1e-3, 4e-3) for r in cm.read_rows(out)[-2:])
 
 

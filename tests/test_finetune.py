@@ -223,3 +223,96 @@ def test_evaluate_encoder_is_the_probe_and_knn_on_extracted_features():
     assert direct["linear_probe"] == ev["linear_probe"]
     checkpoint = evaluate_checkpoint(mae, train, test, probe_epochs=3, device="cpu", progress=False, pool="mean")
     assert checkpoint["linear_probe"] == evaluate_encoder(mae, train, test, "mean", 3, progress=False)["linear_probe"]
+
+
+def _resumable_args(**changes):
+    return FinetuneArgs(**{"epochs": 2, "batch_size": 16, "blr": 2e-2, "warmup_epochs": 0.5, "drop_path": 0.1,
+                           "mixup": 0.8, "cutmix": 1.0, "auto_augment": "rand-m9-n2", "crop_scale": 0.8,
+                           "progress": False, **changes})
+
+
+def test_a_stopped_finetune_continues_from_its_state_file_as_if_never_stopped(tmp_path, monkeypatch):
+    """Stopped after step 5 with a state saved every 2 steps, the run continues from step 4 and ends with the
+    weights of an uninterrupted run (drop path, RandAugment and mixup/CutMix included); the file is then gone."""
+    import mae_lesson.finetuning as finetuning
+
+    train, test = toy_images(64), toy_images(32, seed=1)
+    mae, state = MAE(CFG), tmp_path / "state.pt"
+    whole = finetune(mae, train, test, _resumable_args())
+    real_step = finetuning.finetune_step
+
+    def stop_at_step_5(run, data, step, *rest):
+        if step == 5:
+            raise KeyboardInterrupt
+        return real_step(run, data, step, *rest)
+
+    monkeypatch.setattr(finetuning, "finetune_step", stop_at_step_5)
+    with pytest.raises(KeyboardInterrupt):
+        finetune(mae, train, test, _resumable_args(), state_file=state, save_every_steps=2)
+    assert state.is_file()
+    monkeypatch.setattr(finetuning, "finetune_step", real_step)
+    steps_run = []
+    monkeypatch.setattr(finetuning, "finetune_step", lambda run, data, step, *rest: steps_run.append(step) or
+                        real_step(run, data, step, *rest))
+    resumed = finetune(mae, train, test, _resumable_args(), state_file=state, save_every_steps=2)
+    assert steps_run == [4, 5, 6, 7] and resumed["steps"] == whole["steps"] == 8
+    for (name, a), b in zip(whole["model"].state_dict().items(), resumed["model"].state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=0, atol=0, msg=name)
+    assert resumed["accuracy"] == whole["accuracy"] and not state.exists()
+
+
+def test_a_state_file_of_other_settings_is_refused(tmp_path, monkeypatch):
+    import mae_lesson.finetuning as finetuning
+
+    train, test = toy_images(64), toy_images(32, seed=1)
+    state = tmp_path / "state.pt"
+    real_step = finetuning.finetune_step
+    monkeypatch.setattr(finetuning, "finetune_step",
+                        lambda run, data, step, *rest: (_ for _ in ()).throw(KeyboardInterrupt) if step == 3
+                        else real_step(run, data, step, *rest))
+    with pytest.raises(KeyboardInterrupt):
+        finetune(MAE(CFG), train, test, _resumable_args(), state_file=state, save_every_steps=2)
+    monkeypatch.setattr(finetuning, "finetune_step", real_step)
+    with pytest.raises(ValueError, match=r"other settings \(blr\)"):
+        finetune(MAE(CFG), train, test, _resumable_args(blr=1e-2), state_file=state)
+    with pytest.raises(ValueError, match=r"other settings \(from_scratch\)"):
+        finetune(None, train, test, _resumable_args(), config=MAE(CFG).config, state_file=state)
+    assert state.is_file()  # refused, not overwritten
+
+
+def test_finetune_mode_records_each_seed_skips_recorded_ones_and_continues_a_stopped_run(tmp_path, monkeypatch, capsys):
+    import functools
+    import json
+
+    import mae_lesson.finetuning as finetuning
+    import mae_lesson.results as ft
+    from mae_lesson.run import finetune_cli
+
+    data = {"train": toy_images(64), "test": toy_images(32, seed=1)}
+    monkeypatch.setattr(ft, "load_dataset", lambda name, root, split, **at: data[split])  # no Fashion-MNIST needed
+    monkeypatch.setattr(finetune_cli, "finetune", functools.partial(finetuning.finetune, save_every_steps=4))
+    MAE(CFG).save_checkpoint(tmp_path / "mae.pt")
+    out = tmp_path / "ft"
+    argv = ["--mode", "finetune", "--checkpoint", str(tmp_path / "mae.pt"), "--epochs", "2", "--batch-size", "8",
+            "--out", str(out), "--no-progress", "--seeds", "0", "1"]  # 16 steps a seed
+    real_step, steps = finetuning.finetune_step, []
+
+    def stop_in_seed_1(run, images, step, *rest):
+        steps.append(step)
+        if len(steps) == 16 + 11:  # seed 0 whole, then seed 1 stops before its step 10 (saved after step 8)
+            raise KeyboardInterrupt
+        return real_step(run, images, step, *rest)
+
+    monkeypatch.setattr(finetuning, "finetune_step", stop_in_seed_1)
+    with pytest.raises(SystemExit):
+        finetune_cli.main(argv)
+    recorded = json.loads((out / "finetune.json").read_text())["runs"]
+    assert [r["seed"] for r in recorded] == [0] and (out / "finetune_seed1_state.pt").is_file()
+    steps.clear()
+    monkeypatch.setattr(finetuning, "finetune_step", lambda run, images, step, *rest: steps.append(step) or
+                        real_step(run, images, step, *rest))
+    finetune_cli.main(argv)
+    assert steps == list(range(8, 16))  # seed 0 skipped; seed 1 continued from its state after step 8
+    recorded = json.loads((out / "finetune.json").read_text())["runs"]
+    assert [r["seed"] for r in recorded] == [0, 1] and not list(out.glob("*_state.pt"))
+    assert "finetune seed 0: already in" in capsys.readouterr().out

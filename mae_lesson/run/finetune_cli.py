@@ -22,7 +22,7 @@ from ..loader import check_seed
 from ..model import MAE
 from ..pretrained import pretrained_path
 from ..results import evaluate_checkpoint, load_splits, results_table
-from ..runfolder import RESULT_FILES, check_out_path, claim_results_folder, release_lock
+from ..runfolder import RESULT_FILES, acquire_lock, check_out_path, claim_results_folder, release_lock
 
 DESCRIPTION = "The README's results table: frozen-feature scores and fine-tuning against the same ViT from scratch."
 TABLE_RECIPE = "finetune_table"
@@ -43,7 +43,8 @@ def build_parser(recipe: dict[str, Any] | None = None) -> argparse.ArgumentParse
                         help="folder for the results, created if missing (default: %(default)s)")
     parser.add_argument("--mode", choices=["table", "probe", "finetune", "scratch"], default="table",
                         help="table: the README's results table; probe: linear probe and kNN on frozen features; "
-                             "finetune / scratch: fine-tune the checkpoint / the same ViT from random weights "
+                             "finetune / scratch: fine-tune the checkpoint / the same ViT from random weights, each seed "
+                             "recorded in --out/<mode>.json, a stopped run continued when the command is run again "
                              "(default: %(default)s)")
     parser.add_argument("--overwrite", action="store_true",
                         help="start over in an --out that holds this mode's results (results.json, results.md and "
@@ -91,12 +92,40 @@ def run_command_line(ns: argparse.Namespace) -> None:
     if ns.mode == "probe":
         _probe(ns, ft_args)
         return
-    mae = MAE.from_checkpoint(ns.checkpoint).float()
-    train, test = load_splits(mae.config, ns.data_root)
-    for seed in ns.seeds:
-        args = FinetuneArgs(**{**asdict(ft_args), "seed": seed})
-        res = finetune(None if ns.mode == "scratch" else mae, train, test, args, config=mae.config)
-        print(f"{ns.mode} seed {seed}: accuracy {res['accuracy']:.2%} in {res['seconds']:.0f} s ({res['steps']} steps)")
+    _finetune_seeds(ns, ft_args)
+
+
+def _finetune_seeds(ns: argparse.Namespace, ft_args: FinetuneArgs) -> None:
+    """``--mode finetune`` / ``scratch``: one whole run per seed, each recorded in ``--out``/<mode>.json when it
+    ends. Run again, the command skips the seeds recorded with these settings and continues a stopped run
+    from the state it saved every 200 steps (``<mode>_seed<N>_state.pt``); ``--overwrite`` starts over."""
+    folder = check_out_path(ns.out)
+    mae = MAE.from_checkpoint(ns.checkpoint).float()  # --out and the checkpoint are checked before the data
+    folder.mkdir(parents=True, exist_ok=True)
+    lock, path = acquire_lock(folder), folder / f"{ns.mode}.json"
+    try:
+        if ns.overwrite:
+            for old in [path, *folder.glob(f"{ns.mode}_seed*_state.pt")]:
+                old.unlink(missing_ok=True)
+        runs = json.loads(path.read_text())["runs"] if path.is_file() else []
+        train, test = load_splits(mae.config, ns.data_root)
+        for seed in ns.seeds:
+            args = FinetuneArgs(**{**asdict(ft_args), "seed": seed})
+            settings = {**asdict(args), "progress": None, "device": None, "checkpoint": str(ns.checkpoint)}
+            if any(run["settings"] == settings for run in runs):
+                print(f"{ns.mode} seed {seed}: already in {path}")
+                continue
+            res = finetune(None if ns.mode == "scratch" else mae, train, test, args, config=mae.config,
+                           state_file=folder / f"{ns.mode}_seed{seed}_state.pt")
+            runs.append({"seed": seed, "accuracy": res["accuracy"], "seconds": round(res["seconds"], 1),
+                         "steps": res["steps"], "settings": settings})
+            partial = path.with_name(path.name + ".part")  # a crash mid-write keeps the runs recorded before
+            partial.write_text(json.dumps({"runs": runs}, indent=2))
+            partial.replace(path)
+            print(f"{ns.mode} seed {seed}: accuracy {res['accuracy']:.2%} in {res['seconds']:.0f} s "
+                  f"({res['steps']} steps), recorded in {path}", flush=True)
+    finally:
+        release_lock(lock)
 
 
 def _probe(ns: argparse.Namespace, ft_args: FinetuneArgs) -> None:
