@@ -128,8 +128,9 @@ def fixed_mask_batches(model: MAE, data: ImageData, max_images: int = 2000, batc
     """
     cfg = model.config if cfg is None else cfg
     gen = torch.Generator().manual_seed(seed)
-    for start in range(0, min(max_images, len(data)), batch_size):
-        imgs = eval_transform(data.images[start:start + batch_size], data, cfg.img_size)
+    stop = min(max_images, len(data))
+    for start in range(0, stop, batch_size):
+        imgs = eval_transform(data.images[start:min(start + batch_size, stop)], data, cfg.img_size)
         # The model's own source of masks, so a subclass that overrides mask_noise is evaluated on its masks.
         yield imgs, model.mask_noise(imgs.shape[0], mask_ratio=cfg.mask_ratio, generator=gen, device="cpu")
 

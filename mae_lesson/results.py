@@ -19,6 +19,7 @@ from .evaluate import evaluate_encoder, evaluate_features, evaluate_loss, pixel_
 from .finetuning import FinetuneArgs, finetune
 from .loader import ImageData
 from .model import MAE
+from .pretrained import DATA_DIR, available_pretrained
 from .runfolder import RESULT_FILES, check_out_path, claim_results_folder, release_lock
 from .utils import get_device
 from .viz import confusion_figure, feature_map_figure, finetune_curve_figure
@@ -112,15 +113,22 @@ def _add_encoder(table: _Table, name: str, mae: MAE, train: ImageData, test: Ima
     return scores
 
 
+def _which(checkpoint: str | Path) -> str:
+    """``"shipped"`` for a checkpoint the course ships in ``data/``, else the file's name (a learner's own run)."""
+    path = Path(checkpoint).resolve()
+    return "shipped" if path.parent == DATA_DIR.resolve() and path.stem in available_pretrained() else path.name
+
+
 def _results_table(pretrained: MAE, checkpoint: str | Path, out: Path, seeds: list[int], finetune_args: FinetuneArgs,
                    data_root: str, probe_epochs: int) -> str:
     train, test = load_splits(pretrained.config, data_root)
     table = _Table(out, {"finetune_args": asdict(finetune_args), "probe_epochs": probe_epochs,
                          "checkpoint": str(checkpoint)})
-    cfg, shipped, progress = pretrained.config, "MAE pretrained (shipped)", finetune_args.progress
+    cfg, progress, which = pretrained.config, finetune_args.progress, _which(checkpoint)
+    shipped = f"MAE pretrained ({which})"
     ev = _add_encoder(table, shipped, pretrained, train, test, probe_epochs, progress)
     _save_figure(feature_map_figure(ev["test_features"], test.labels, test.classes,
-                                    "PCA of the shipped encoder's cls features"), out / "feature_map.png")
+                                    f"PCA of the {which} encoder's cls features"), out / "feature_map.png")
     # A random encoder's probe varies little with its seed; one seed keeps the table's CPU cost down.
     torch.manual_seed(seeds[0])
     _add_encoder(table, "random-init encoder", MAE(cfg), train, test, probe_epochs, progress)
@@ -136,7 +144,7 @@ def _results_table(pretrained: MAE, checkpoint: str | Path, out: Path, seeds: li
         table.add_finetune("ViT from scratch, same budget", finetune(None, train, test, args, config=cfg))
         if seed == seeds[0]:
             _save_figure(confusion_figure(ft["predictions"], test.labels, test.classes,
-                                          f"fine-tuned shipped MAE, seed {seed}: {ft['accuracy']:.1%}"),
+                                          f"fine-tuned {which} MAE, seed {seed}: {ft['accuracy']:.1%}"),
                          out / "confusion_finetune.png")
     _save_figure(finetune_curve_figure(table.histories), out / "finetune_curve.png")
     markdown = table.markdown()

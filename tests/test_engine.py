@@ -327,3 +327,17 @@ def test_every_flag_has_help_with_its_default():
             flag = "--" + f.name.replace("_", "-")
             block = text.split("\n  " + flag, 1)[1].split("\n  --", 1)[0]
             assert "default" in block and len(block) > 30, flag
+
+
+def test_evaluate_loss_scores_exactly_max_images():
+    """max_images below the batch size scores that many images, not a whole batch (the first images, same masks)."""
+    from mae_lesson.evaluate import evaluate_loss, fixed_mask_batches
+    from mae_lesson.loader import ImageData
+
+    torch.manual_seed(0)
+    model, data = MAE(TINY).eval(), _tiny_test_data()
+    first = ImageData(data.images[:3], data.labels[:3], data.classes, data.mean, data.std)
+    assert [len(imgs) for imgs, _ in fixed_mask_batches(model, data, max_images=3, batch_size=500)] == [3]
+    assert [len(imgs) for imgs, _ in fixed_mask_batches(model, data, max_images=5, batch_size=2)] == [2, 2, 1]
+    assert evaluate_loss(model, data, model.config, "cpu", max_images=3) == pytest.approx(
+        evaluate_loss(model, first, model.config, "cpu"), rel=1e-6)

@@ -151,7 +151,7 @@ def test_results_table_end_to_end_on_toy_data(tmp_path, monkeypatch):
     args = FinetuneArgs(epochs=2, batch_size=32, warmup_epochs=0.5, progress=False, eval_every_epoch=True)
     table = ft.results_table(tmp_path / "mae.pt", tmp_path / "out", [0, 1], args, probe_epochs=2)
     saved = json.loads((tmp_path / "out" / "results.json").read_text())
-    assert len(saved["rows"]["MAE pretrained (shipped)"]["finetune"]) == 2
+    assert len(saved["rows"]["MAE pretrained (mae.pt)"]["finetune"]) == 2  # not a shipped checkpoint: its name
     assert [len(runs) for runs in saved["finetune_histories"].values()] == [2, 2]
     assert [e for e, _ in saved["finetune_histories"]["ViT from scratch, same budget"][0]] == [1.0, 2.0]
     assert all(s > 0 for runs in saved["finetune_seconds"].values() for s in runs)
@@ -316,3 +316,12 @@ def test_finetune_mode_records_each_seed_skips_recorded_ones_and_continues_a_sto
     recorded = json.loads((out / "finetune.json").read_text())["runs"]
     assert [r["seed"] for r in recorded] == [0, 1] and not list(out.glob("*_state.pt"))
     assert "finetune seed 0: already in" in capsys.readouterr().out
+
+
+def test_the_results_table_calls_only_the_course_s_own_checkpoints_shipped(tmp_path):
+    from mae_lesson.pretrained import available_pretrained, pretrained_path
+    from mae_lesson.results import _which
+
+    assert [_which(pretrained_path(name)) for name in available_pretrained()] == ["shipped"] * len(available_pretrained())
+    assert _which(tmp_path / "mae_fashion_mnist_p7.pt") == "mae_fashion_mnist_p7.pt"  # same name, a learner's folder
+    assert _which("runs/main/model.pt") == "model.pt"

@@ -60,7 +60,7 @@ def test_a_registered_dataset_pretrains_evaluates_and_finetunes_end_to_end(toy_d
     results_table(run / "model.pt", tmp_path / "table", [0], args, data_root=str(tmp_path), probe_epochs=2)
     rows = json.loads((tmp_path / "table" / "results.json").read_text())["rows"]
     assert set(rows["raw pixels (768)"]) == {"linear_probe", "knn"}  # 3 x 16 x 16 pixels: the toy images
-    assert 0 <= rows["MAE pretrained (shipped)"]["finetune"][0] <= 1
+    assert 0 <= rows["MAE pretrained (model.pt)"]["finetune"][0] <= 1  # a learner's run, named by its file
     # ablations: a sweep's runs pretrain on --dataset, and evaluate_run scores them on its images
     ns = argparse.Namespace(train=load_dataset("toy"), test=load_dataset("toy", split="test"), batch_size=16,
                             blr=1e-3, train_images=None, data_root="data", dataset="toy", probe_images=None,
