@@ -209,7 +209,7 @@ def run_once(path: Path, key: tuple[str, ...], arm: str, budget: dict[str, Any],
 
 
 def run_study(ns: argparse.Namespace) -> None:
-    """Every missing row: first the search's (if ``--search``), then both arms for each seed, per budget."""
+    """Every missing row: first the search's (if ``--search``), then both arms seed by seed, per budget."""
     grid = parse_search(ns.search) if ns.search else []  # a typo is refused before any data is read
     full_train = load_fashion_mnist(ns.data_root, "train").subset(ns.train_images)
     test = load_fashion_mnist(ns.data_root, "test").subset(ns.test_images)
@@ -220,7 +220,7 @@ def run_study(ns: argparse.Namespace) -> None:
         for settings, arm in itertools.product(grid, ARMS):
             run_once(search_csv, KEY + ("settings",), arm, budget, settings, ns.search_seed, search_train, val, ns,
                      ns.search_fraction)
-        for arm, seed in itertools.product(ARMS, ns.seeds):
+        for seed, arm in itertools.product(ns.seeds, ARMS):  # seed by seed: a stopped study leaves pairs
             settings = best_settings(read_rows(search_csv), budget["cost"]["epochs"], arm)
             run_once(ns.csv, KEY, arm, budget, settings, seed, full_train, test, ns)
 

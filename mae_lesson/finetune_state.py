@@ -20,6 +20,12 @@ from .checkpoint import atomic_save, safe_load
 from .optim import WarmupCosine
 
 
+def run_settings(args: Any, **extra: Any) -> dict[str, Any]:
+    """What identifies a run's result: its argument dataclass's values, less the progress bar and the device
+    (neither changes the result), plus ``extra``. A saved state or a recorded seed must match it."""
+    return {**dataclasses.asdict(args), "progress": None, "device": None, **extra}
+
+
 @dataclasses.dataclass
 class Progress:
     """Where a run stands: the next step, its training seconds so far and its ``(epoch, accuracy)`` history."""

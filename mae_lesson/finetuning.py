@@ -9,7 +9,6 @@ comparison learners ask for.
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -133,8 +132,7 @@ def finetune(mae: MAE | None, train: ImageData, test: ImageData, args: FinetuneA
     run.model.to(device)
     augment = auto_augment(args.auto_augment)
     mixer = batch_mixer(args.mixup, args.cutmix, args.mix_switch_prob, len(train.classes))
-    # What a saved state must match to be continued (the bar and the device do not change the result).
-    settings = {**dataclasses.asdict(args), "progress": None, "device": None, "from_scratch": mae is None}
+    settings = finetune_state.run_settings(args, from_scratch=mae is None)
     done = finetune_state.restore(state_file, run.model, run.optimizer, run.schedule, settings)
     tick, per_epoch = time.perf_counter() - done.seconds, len(run.loader)
     bar = tqdm(total=run.total_steps, initial=done.step, desc="fine-tune" if mae is not None else "from scratch",

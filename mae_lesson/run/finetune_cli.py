@@ -17,6 +17,7 @@ from typing import Any
 from ..cli import add_dataclass_flags, check_device, dataclass_values, parse_with_recipe
 from ..bundled import load_recipe
 from ..errors import EXIT_SIGINT, command_line_errors
+from ..finetune_state import run_settings
 from ..finetuning import FinetuneArgs, finetune
 from ..loader import check_seed
 from ..model import MAE
@@ -111,7 +112,7 @@ def _finetune_seeds(ns: argparse.Namespace, ft_args: FinetuneArgs) -> None:
         train, test = load_splits(mae.config, ns.data_root)
         for seed in ns.seeds:
             args = FinetuneArgs(**{**asdict(ft_args), "seed": seed})
-            settings = {**asdict(args), "progress": None, "device": None, "checkpoint": str(ns.checkpoint)}
+            settings = run_settings(args, checkpoint=str(ns.checkpoint))
             if any(run["settings"] == settings for run in runs):
                 print(f"{ns.mode} seed {seed}: already in {path}")
                 continue
