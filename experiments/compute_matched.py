@@ -49,13 +49,22 @@ COLUMNS = ["budget", "arm", "seed", "epochs", "steps", "seconds", "pretrain_seco
 KEY = ("budget", "arm", "seed", "train_images", "test_images")
 
 
+def run_folder(checkpoint: str | Path) -> Path:
+    """Where the run that made ``checkpoint`` logged: a shipped checkpoint's ``<name>_run/`` beside it, or
+    the folder of a ``model.pt`` that ``python -m mae_lesson.pretrain`` wrote (notebook 07's small budget)."""
+    checkpoint = Path(checkpoint)
+    for folder in (checkpoint.with_name(checkpoint.stem + "_run"), checkpoint.parent):
+        if (folder / "metrics.jsonl").is_file() and (folder / "args.json").is_file():
+            return folder
+    raise FileNotFoundError(f"no metrics.jsonl and args.json in {checkpoint.stem}_run/ beside {checkpoint} or in its "
+                            f"folder: give a checkpoint shipped with its run folder (one of {', '.join(CHECKPOINTS)}) "
+                            f"or the model.pt of a pretraining run folder")
+
+
 def pretraining_cost(checkpoint: str | Path) -> dict[str, int | float]:
     """``{"epochs", "steps", "batch_size", "seconds"}`` of the run that made ``checkpoint``, from its run
-    folder (``<name>_run/``): the last record of each epoch in ``metrics.jsonl``, its ``args.json``."""
-    folder = Path(checkpoint).with_name(Path(checkpoint).stem + "_run")
-    if not (folder / "metrics.jsonl").is_file() or not (folder / "args.json").is_file():
-        raise FileNotFoundError(f"{folder} has no metrics.jsonl and args.json: give a checkpoint that was shipped "
-                                f"with its run folder (one of {', '.join(CHECKPOINTS)})")
+    folder (``run_folder``): the last record of each epoch in ``metrics.jsonl``, its ``args.json``."""
+    folder = run_folder(checkpoint)
     epochs: dict[int, dict[str, Any]] = {}
     for line in (folder / "metrics.jsonl").read_text().splitlines():
         record = json.loads(line)
@@ -147,8 +156,11 @@ def run_arm(arm: str, budget: dict[str, Any], settings: dict[str, Any], seed: in
     recipe = {**arm_recipe(arm, ns), **settings}
     steps = max(1, round(budget[arm] * fraction))
     per_epoch = len(train) // recipe["batch_size"]  # fewer images (the search): more epochs, same steps
+    # A warm-up longer than half the run (DeiT's 5 epochs in a budget of a few) is cut to half of it,
+    # so that a short budget still reaches its peak rate; the studied budgets are all long enough.
+    warmup = min(recipe["warmup_epochs"], steps / per_epoch / 2)
     args = FinetuneArgs(**{**recipe, "epochs": math.ceil(steps / per_epoch), "max_steps": steps, "seed": seed,
-                           "progress": False, "eval_every_epoch": False})
+                           "warmup_epochs": warmup, "progress": ns.progress, "eval_every_epoch": False})
     mae = budget["mae"]
     name = (f"budget{budget['cost']['epochs']}_{arm}_seed{seed}_{len(train)}_{len(test)}_"
             f"{json.dumps(settings, sort_keys=True)}")
@@ -213,7 +225,7 @@ def run_study(ns: argparse.Namespace) -> None:
     grid = parse_search(ns.search) if ns.search else []  # a typo is refused before any data is read
     full_train = load_fashion_mnist(ns.data_root, "train").subset(ns.train_images)
     test = load_fashion_mnist(ns.data_root, "test").subset(ns.test_images)
-    search_csv = ns.csv.with_name(ns.csv.stem + "_search.csv")
+    search_csv = search_csv_of(ns)
     search_train, val = split_off(full_train, ns.val_images) if grid else (full_train, test)
     for checkpoint in ns.checkpoints:
         budget = plan(checkpoint, ns, len(full_train))
@@ -223,6 +235,11 @@ def run_study(ns: argparse.Namespace) -> None:
         for seed, arm in itertools.product(ns.seeds, ARMS):  # seed by seed: a stopped study leaves pairs
             settings = best_settings(read_rows(search_csv), budget["cost"]["epochs"], arm)
             run_once(ns.csv, KEY, arm, budget, settings, seed, full_train, test, ns)
+
+
+def search_csv_of(ns: argparse.Namespace) -> Path:
+    """The search's rows: ``--search-csv``, else ``<csv stem>_search.csv`` beside the CSV."""
+    return ns.search_csv or ns.csv.with_name(ns.csv.stem + "_search.csv")
 
 
 def summary(rows: list[dict[str, str]]) -> dict[tuple[int, str], dict[str, float]]:
@@ -262,12 +279,8 @@ def answer(stats: dict[tuple[int, str], dict[str, float]]) -> str:
     return f"{verdict.get(frozenset(signs), 'It depends on the budget')} ({'; '.join(parts)})."
 
 
-def figures(csv_path: Path, png: Path) -> str:
-    """Draw accuracy against budget FLOPs (both arms, std error bars) to ``png``; return the table and the answer."""
-    rows = read_rows(csv_path)
-    if not rows:
-        raise FileNotFoundError(f"{csv_path} has no rows yet: run the study first (without --figures-only)")
-    stats = summary(rows)
+def draw(stats: dict[tuple[int, str], dict[str, float]]) -> plt.Figure:
+    """Accuracy against budget FLOPs: one line per arm, error bars of one std over seeds."""
     fig, ax = plt.subplots(figsize=(5.5, 3.8))
     for arm, label in ARMS.items():
         points = sorted((s["flops"] / 1e15, s["mean"], s["std"]) for (b, a), s in stats.items() if a == arm)
@@ -279,14 +292,29 @@ def figures(csv_path: Path, png: Path) -> str:
     ax.set_title("Compute-matched: is MAE pretraining worth it?")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(png, dpi=110)
-    plt.close(fig)
+    return fig
+
+
+def table(stats: dict[tuple[int, str], dict[str, float]]) -> str:
+    """The Markdown table of ``summary`` (one row per budget and arm) and the one-sentence answer."""
     lines = ["| budget (pretraining epochs) | arm | epochs of this run | PFLOP | hours here | test accuracy % | seeds |",
              "|---|---|---|---|---|---|---|"]
     for (budget, arm), s in stats.items():
         lines.append(f"| {budget} | {ARMS[arm]} | {s['epochs']:g} | {s['flops'] / 1e15:.3f} | {s['hours']:.2f} | "
                      f"{s['mean']:.2f} ± {s['std']:.2f} (n={s['n']}) | {s['seeds']} |")
     return "\n".join(lines) + "\n\n" + answer(stats)
+
+
+def figures(csv_path: Path, png: Path) -> str:
+    """Draw the figure of ``csv_path``'s rows to ``png``; return the table and the answer."""
+    rows = read_rows(csv_path)
+    if not rows:
+        raise FileNotFoundError(f"{csv_path} has no rows yet: run the study first (without --figures-only)")
+    stats = summary(rows)
+    fig = draw(stats)
+    fig.savefig(png, dpi=110)
+    plt.close(fig)
+    return table(stats)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -296,6 +324,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seeds", type=int, nargs="*", default=[0, 1, 2],
                         help="final runs per arm and budget; none with --search: only the search (default: %(default)s)")
     parser.add_argument("--csv", type=Path, default=HERE / "compute_matched.csv", help="(default: %(default)s)")
+    parser.add_argument("--search-csv", type=Path, default=None,
+                        help="the search's rows (default: the CSV's name with _search.csv)")
     parser.add_argument("--figure", type=Path, default=None, help="PNG (default: the CSV's name with .png)")
     parser.add_argument("--figures-only", action="store_true", help="draw the figure, print the table and the answer")
     parser.add_argument("--plan", action="store_true", help="print each budget's FLOPs and both arms' steps, train nothing")
@@ -314,6 +344,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--data-root", default="data", help="(default: %(default)s)")
     parser.add_argument("--state-dir", default="runs/compute_matched_state", help="where a run saves its state every "
                         "200 steps, so a stopped study continues mid-run (default: %(default)s)")
+    parser.add_argument("--progress", action="store_true", help="a progress bar for each run")
     return parser
 
 
@@ -326,6 +357,9 @@ def main(argv: list[str] | None = None) -> None:
             return
         if not ns.figures_only:
             run_study(ns)
+            if not read_rows(ns.csv):  # only a search ran
+                print(f"{ns.csv} has no final rows yet: the search is in {search_csv_of(ns)}")
+                return
         print(figures(ns.csv, ns.figure or ns.csv.with_suffix(".png")))
 
 

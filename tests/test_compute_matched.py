@@ -145,6 +145,37 @@ def test_pretraining_cost_reads_the_last_record_of_each_epoch(tmp_path):
         cm.pretraining_cost(tmp_path / "elsewhere.pt")
 
 
+def test_pretraining_cost_reads_a_pretraining_run_folder_s_own_model(tmp_path):
+    ckpt = tiny_checkpoint(tmp_path, [(1, 3, 4.0)])
+    run = ckpt.with_name("tiny_run")
+    (run / "model.pt").write_bytes(ckpt.read_bytes())  # what `python -m mae_lesson.pretrain --out run` leaves
+    assert cm.run_folder(run / "model.pt") == run == cm.run_folder(ckpt)
+    assert cm.pretraining_cost(run / "model.pt")["steps"] == 3
+
+
+def test_a_warm_up_longer_than_half_the_run_is_halved_and_others_are_kept(monkeypatch):
+    seen = {}
+    monkeypatch.setattr(cm, "finetune", lambda mae, train, test, args, **k: seen.setdefault(args.max_steps, args)
+                        and {"accuracy": 0.5, "seconds": 1.0})
+    data = ImageData(pixels(64), torch.arange(64) % 10, tuple("abcdefghij"), MEAN, STD)
+    ns = cm.build_parser().parse_args(["--batch-size", "8"])
+    budget = {"mae": MAE(Config(TINY_P7)), "cost": {"epochs": 1, "steps": 2, "batch_size": 8, "seconds": 3.0},
+              "finetune": 16, "scratch": 6}
+    cm.run_arm("scratch", budget, {}, 0, data, data, ns)  # 6 steps of 8 a epoch: DeiT's 5 epochs would never end
+    cm.run_arm("finetune", budget, {}, 0, data, data, ns)  # 2 epochs: the recipe's 0.3 is kept
+    assert seen[6].warmup_epochs == 6 / 8 / 2 and seen[16].warmup_epochs == load_recipe("finetune_table")["warmup_epochs"]
+    long = {**budget, "scratch": 800}  # 100 epochs: DeiT's 5 are kept
+    cm.run_arm("scratch", long, {}, 0, data, data, ns)
+    assert seen[800].warmup_epochs == load_recipe("scratch_deit")["warmup_epochs"]
+
+
+def test_a_search_alone_says_where_its_rows_are(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(cm, "run_study", lambda ns: None)
+    cm.main(["--csv", str(tmp_path / "s.csv"), "--seeds", "--search-csv", str(tmp_path / "mine.csv")])
+    assert f"no final rows yet: the search is in {tmp_path / 'mine.csv'}" in capsys.readouterr().out
+    assert not (tmp_path / "s.png").exists()
+
+
 # --------------------------------------------------------------------------------- runner
 def tiny_checkpoint(folder: Path, epochs=((1, 2, 3.0),)) -> Path:
     """A tiny 28x28 patch-7 MAE and a run folder: (epoch, step, seconds) records, batch 8."""
