@@ -193,7 +193,7 @@ def print_plan(ns: argparse.Namespace) -> None:
         budget = plan(checkpoint, ns, images)
         cost, batch = budget["cost"], {arm: arm_recipe(arm, ns)["batch_size"] for arm in ARMS}
         print(f"{checkpoint}: pretraining {cost['epochs']} epochs, {cost['steps']} steps, {cost['seconds'] / 3600:.2f} h "
-              f"measured; budget {budget['flops'] / 1e15:.3f} PFLOP; fine-tune {budget['finetune']} steps "
+              f"measured; budget {budget['flops'] / 1e15:.3g} PFLOP; fine-tune {budget['finetune']} steps "
               f"({budget['finetune'] / (images // batch['finetune']):g} epochs); from scratch {budget['scratch']} steps "
               f"({budget['scratch'] / (images // batch['scratch']):.1f} epochs)")
 
@@ -252,22 +252,23 @@ def summary(rows: list[dict[str, str]]) -> dict[tuple[int, str], dict[str, float
         acc = np.array([float(r["accuracy"]) for r in group]) * 100
         out[key] = {"mean": acc.mean(), "std": acc.std(ddof=1) if len(acc) > 1 else 0.0, "n": len(acc),
                     "flops": np.mean([float(r["flops"]) for r in group]),
-                    "hours": np.mean([float(r["seconds"]) for r in group]) / 3600,
+                    "minutes": np.mean([float(r["seconds"]) for r in group]) / 60,
                     "epochs": float(group[0]["epochs"]), "seeds": " ".join(r["seed"] for r in group)}
     return out
 
 
 def answer(stats: dict[tuple[int, str], dict[str, float]]) -> str:
-    """The one sentence: which arm is ahead at each budget, a tie when the means are within one std of each."""
-    parts, signs = [], set()
+    """The one sentence: which arm is ahead at each budget, a tie when the means are within one std of each;
+    with one seed in an arm there is no spread, and the sentence says so."""
+    parts, signs, single = [], set(), False
     for budget in sorted({b for b, _ in stats}):
         a, b = stats.get((budget, "finetune")), stats.get((budget, "scratch"))
         if a is None or b is None:
             continue
-        diff = a["mean"] - b["mean"]
+        diff, single = a["mean"] - b["mean"], single or min(a["n"], b["n"]) < 2
         signs.add(0 if abs(diff) <= a["std"] + b["std"] else int(np.sign(diff)))
-        parts.append(f"{a['mean']:.1f}% against {b['mean']:.1f}% at {budget} pretraining epochs' compute "
-                     f"({a['flops'] / 1e15:.2f} PFLOP)")
+        parts.append(f"{a['mean']:.1f}% against {b['mean']:.1f}% at the compute of {budget} pretraining "
+                     f"epoch{'s' if budget != 1 else ''} ({a['flops'] / 1e15:.3g} PFLOP)")
     if not parts:
         return "No budget has rows for both arms yet."
     verdict = {frozenset({1}): "Yes: MAE pretraining then fine-tuning beats spending the same compute on "
@@ -276,7 +277,9 @@ def answer(stats: dict[tuple[int, str], dict[str, float]]) -> str:
                                  "MAE pretraining then fine-tuning",
                frozenset({0}): "Not measurably: MAE pretraining then fine-tuning and the same compute spent on "
                                 "supervised training from scratch are within their seeds' spread"}
-    return f"{verdict.get(frozenset(signs), 'It depends on the budget')} ({'; '.join(parts)})."
+    caveat = " One seed: no spread to weigh the gap against, so this is one measurement, not yet an answer." \
+        if single else ""
+    return f"{verdict.get(frozenset(signs), 'It depends on the budget')} ({'; '.join(parts)}).{caveat}"
 
 
 def draw(stats: dict[tuple[int, str], dict[str, float]]) -> plt.Figure:
@@ -297,10 +300,10 @@ def draw(stats: dict[tuple[int, str], dict[str, float]]) -> plt.Figure:
 
 def table(stats: dict[tuple[int, str], dict[str, float]]) -> str:
     """The Markdown table of ``summary`` (one row per budget and arm) and the one-sentence answer."""
-    lines = ["| budget (pretraining epochs) | arm | epochs of this run | PFLOP | hours here | test accuracy % | seeds |",
+    lines = ["| budget (pretraining epochs) | arm | epochs of this run | PFLOP | minutes here | test accuracy % | seeds |",
              "|---|---|---|---|---|---|---|"]
     for (budget, arm), s in stats.items():
-        lines.append(f"| {budget} | {ARMS[arm]} | {s['epochs']:g} | {s['flops'] / 1e15:.3f} | {s['hours']:.2f} | "
+        lines.append(f"| {budget} | {ARMS[arm]} | {s['epochs']:g} | {s['flops'] / 1e15:.3g} | {s['minutes']:.1f} | "
                      f"{s['mean']:.2f} ± {s['std']:.2f} (n={s['n']}) | {s['seeds']} |")
     return "\n".join(lines) + "\n\n" + answer(stats)
 

@@ -275,3 +275,13 @@ def test_bad_input_is_one_line_and_exit_code_2(tmp_path, capsys):
             cm.main(argv)
         err = capsys.readouterr().err
         assert stop.value.code == 2 and phrase in err and len(err.strip().splitlines()) == 1
+
+
+def test_one_seed_is_called_one_measurement_and_a_small_budget_keeps_its_digits():
+    stats = {(1, "finetune"): {"mean": 80.0, "std": 0.0, "n": 1, "flops": 1.02e13},
+             (1, "scratch"): {"mean": 70.0, "std": 0.0, "n": 1, "flops": 1.02e13}}
+    sentence = cm.answer(stats)
+    assert sentence.startswith("Yes") and "the compute of 1 pretraining epoch (0.0102 PFLOP)" in sentence
+    assert sentence.endswith("one measurement, not yet an answer.")
+    stats = {k: {**v, "n": 3, "std": 1.0} for k, v in stats.items()}
+    assert "One seed" not in cm.answer(stats)
