@@ -514,15 +514,16 @@ def test_use_picks_mine_only_when_it_passed(ok, expected, line, capsys):
     assert capsys.readouterr().out.startswith(line)
 
 
-def test_diagnose_names_the_first_known_mistake():
-    from mae_lesson.exercises import diagnose
+def test_judge_names_the_first_known_mistake():
+    from mae_lesson.exercises import Mistake, judge
     expected = torch.arange(6.0).reshape(2, 3)
-    assert diagnose("f(x)", expected + 1e-7, expected, [], hint="h") is None
-    mistakes = [(expected * 2, "doubled"), (-expected, "the sign is flipped")]
+    assert judge("f(x)", expected + 1e-7, expected, [], hint="h") is None
+    mistakes = [Mistake("doubled", lambda case: case * 2, "doubled"),
+                Mistake("sign", lambda case: -case, "the sign is flipped")]
     with pytest.raises(ExerciseError, match=r"f\(x\): expected \[0.000, 1.000, 2.000, 3.000, \.\.\.\], "
                                             r"got \[-0.000, -1.000, -2.000, -3.000, \.\.\.\]: the sign is flipped"):
-        diagnose("f(x)", -expected, expected, mistakes, hint="h")
+        judge("f(x)", -expected, expected, mistakes, expected, hint="h")
     with pytest.raises(ExerciseError, match="values differ .* Hint: add one"):
-        diagnose("f(x)", expected + 0.5, expected, mistakes, hint="add one")
+        judge("f(x)", expected + 0.5, expected, mistakes, expected, hint="add one")
     with pytest.raises(ExerciseError, match=r"expected shape \[2, 3\], got \[3, 2\]"):
-        diagnose("f(x)", expected.T, expected, mistakes, hint="h")
+        judge("f(x)", expected.T, expected, mistakes, expected, hint="h")

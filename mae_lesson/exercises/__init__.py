@@ -12,7 +12,7 @@ the notebook runs on with the reference). Example::
 """
 
 from ._feedback import CHOSEN, RESULTS, ExerciseError, NotAttempted, call_learner, checker, is_stub, passed, use, whose
-from ._judge import Mistake, diagnose, expect_close, expect_equal, expect_shape, judge, same
+from ._judge import Mistake, expect_close, expect_equal, expect_shape, judge, same
 
-__all__ = ["CHOSEN", "RESULTS", "ExerciseError", "Mistake", "NotAttempted", "call_learner", "checker", "diagnose", "expect_close", "expect_equal",
+__all__ = ["CHOSEN", "RESULTS", "ExerciseError", "Mistake", "NotAttempted", "call_learner", "checker", "expect_close", "expect_equal",
            "expect_shape", "is_stub", "judge", "passed", "same", "use", "whose"]

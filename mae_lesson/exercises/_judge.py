@@ -187,11 +187,3 @@ def judge(where: str, got: Any, expected: Any, mistakes: Sequence[Mistake] = (),
         differs()  # raises what differs; returning accepts the answer (a difference the checker tolerates)
         return
     expect_close(where, got, expected, hint=hint, atol=atol, rtol=rtol)
-
-
-def diagnose(where: str, got: torch.Tensor, expected: torch.Tensor,
-             mistakes: Sequence[tuple[torch.Tensor, str]], hint: str,
-             atol: float = 1e-5, rtol: float = 1e-4) -> None:
-    """:func:`judge` for ready-computed wrong answers: ``mistakes`` are ``(wrong_output, message)`` pairs."""
-    rows = [Mistake(f"mistake {k}", lambda _, w=wrong: w, message) for k, (wrong, message) in enumerate(mistakes)]
-    judge(where, got, expected, rows, hint=hint, atol=atol, rtol=rtol)
