@@ -308,6 +308,22 @@ def table(stats: dict[tuple[int, str], dict[str, float]]) -> str:
     return "\n".join(lines) + "\n\n" + answer(stats)
 
 
+def readme_lines(stats: dict[tuple[int, str], dict[str, float]]) -> list[str]:
+    """What the README quotes for each budget with both arms: the results table's row for the scratch arm
+    and the sentence that compares the arms (``tests/test_compute_matched.py`` holds the README to them)."""
+    lines = []
+    for budget in sorted({b for b, _ in stats}):
+        a, b = stats.get((budget, "finetune")), stats.get((budget, "scratch"))
+        if a is None or b is None:
+            continue
+        lines.append(f"| ViT from scratch, same compute as {budget} pretraining epochs + fine-tuning (DeiT-style "
+                     f"recipe, {b['epochs']:g} epochs) | – | – | – | {b['mean']:.1f} ± {b['std']:.1f} (n={b['n']}) |")
+        lines.append(f"at the compute of {budget} pretraining epochs and the fine-tune ({a['flops'] / 1e15:.3g} PFLOP), "
+                     f"MAE pretraining then fine-tuning reaches {a['mean']:.1f} ± {a['std']:.1f}% (n={a['n']}) and the "
+                     f"same ViT from scratch {b['mean']:.1f} ± {b['std']:.1f}% (n={b['n']})")
+    return lines
+
+
 def figures(csv_path: Path, png: Path) -> str:
     """Draw the figure of ``csv_path``'s rows to ``png``; return the table and the answer."""
     rows = read_rows(csv_path)
@@ -317,7 +333,7 @@ def figures(csv_path: Path, png: Path) -> str:
     fig = draw(stats)
     fig.savefig(png, dpi=110)
     plt.close(fig)
-    return table(stats)
+    return "\n".join([table(stats), "", "For the README:", *readme_lines(stats)])
 
 
 def build_parser() -> argparse.ArgumentParser:

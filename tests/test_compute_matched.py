@@ -285,3 +285,15 @@ def test_one_seed_is_called_one_measurement_and_a_small_budget_keeps_its_digits(
     assert sentence.endswith("one measurement, not yet an answer.")
     stats = {k: {**v, "n": 3, "std": 1.0} for k, v in stats.items()}
     assert "One seed" not in cm.answer(stats)
+
+
+def test_readme_quotes_the_committed_study():
+    """The README's compute-matched row and sentence are the committed CSV's (paste `--figures-only`'s lines)."""
+    root = Path(__file__).resolve().parents[1]
+    stats = cm.summary(cm.read_rows(root / "experiments" / "compute_matched.csv"))
+    lines = cm.readme_lines(stats)
+    assert lines, "experiments/compute_matched.csv has no budget with both arms"
+    readme = " ".join((root / "README.md").read_text().split())  # the sentence may wrap
+    for line in lines:
+        assert line in readme, f"README.md does not quote the committed study: {line!r}"
+    assert cm.answer(stats).split(" (")[0] in readme  # the verdict, word for word
