@@ -261,7 +261,9 @@ def test_figures_only_draws_the_figure_table_and_answer(tmp_path, capsys, scratc
     assert (tmp_path / "hand.png").stat().st_size > 5000
     assert printed.count("\n| 50 |") == 2 and printed.count("\n| 150 |") == 2
     assert "92.10 ± 0.10 (n=3)" in printed
-    assert printed.strip().splitlines()[-1].startswith(verdict)
+    table_and_answer, _, readme = printed.partition("\n\nFor the README:\n")
+    assert table_and_answer.strip().splitlines()[-1].startswith(verdict)
+    assert readme.count("| ViT from scratch, same compute as") == 2  # a row per budget to paste
 
 
 def test_bad_input_is_one_line_and_exit_code_2(tmp_path, capsys):
