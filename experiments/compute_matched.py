@@ -286,10 +286,15 @@ def draw(stats: dict[tuple[int, str], dict[str, float]]) -> plt.Figure:
     """Accuracy against budget FLOPs: one line per arm, error bars of one std over seeds."""
     fig, ax = plt.subplots(figsize=(5.5, 3.8))
     for arm, label in ARMS.items():
-        points = sorted((s["flops"] / 1e15, s["mean"], s["std"]) for (b, a), s in stats.items() if a == arm)
+        # Both arms of a budget sit at its FLOPs (matched to a step, so rounded to the PFLOP shown).
+        points = sorted((round(s["flops"] / 1e15, 3), s["mean"], s["std"]) for (b, a), s in stats.items() if a == arm)
         if points:
             x, y, err = zip(*points)
             ax.errorbar(x, y, yerr=err, marker="o", capsize=4, label=label)
+    budgets = sorted({round(s["flops"] / 1e15, 3) for s in stats.values()})
+    ax.set_xticks(budgets)
+    ax.set_xlim(0, 1.2 * max(budgets, default=1))
+    ax.margins(y=0.15)
     ax.set_xlabel("training budget (analytic PFLOP, pretraining included)")
     ax.set_ylabel("test accuracy (%), mean ± std over seeds")
     ax.set_title("Compute-matched: is MAE pretraining worth it?")
@@ -316,9 +321,9 @@ def readme_lines(stats: dict[tuple[int, str], dict[str, float]]) -> list[str]:
         a, b = stats.get((budget, "finetune")), stats.get((budget, "scratch"))
         if a is None or b is None:
             continue
-        lines.append(f"| ViT from scratch, same compute as {budget} pretraining epochs + fine-tuning (DeiT-style "
+        lines.append(f"| ViT from scratch, same compute as {budget} pretraining epoch{'s' if budget != 1 else ''} + fine-tuning (DeiT-style "
                      f"recipe, {b['epochs']:g} epochs) | – | – | – | {b['mean']:.1f} ± {b['std']:.1f} (n={b['n']}) |")
-        lines.append(f"at the compute of {budget} pretraining epochs and the fine-tune ({a['flops'] / 1e15:.3g} PFLOP), "
+        lines.append(f"at the compute of {budget} pretraining epoch{'s' if budget != 1 else ''} and the fine-tune ({a['flops'] / 1e15:.3g} PFLOP), "
                      f"MAE pretraining then fine-tuning reaches {a['mean']:.1f} ± {a['std']:.1f}% (n={a['n']}) and the "
                      f"same ViT from scratch {b['mean']:.1f} ± {b['std']:.1f}% (n={b['n']})")
     return lines
@@ -333,7 +338,7 @@ def figures(csv_path: Path, png: Path) -> str:
     fig = draw(stats)
     fig.savefig(png, dpi=110)
     plt.close(fig)
-    return "\n".join([table(stats), "", "For the README:", *readme_lines(stats)])
+    return table(stats)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -380,6 +385,8 @@ def main(argv: list[str] | None = None) -> None:
                 print(f"{ns.csv} has no final rows yet: the search is in {search_csv_of(ns)}")
                 return
         print(figures(ns.csv, ns.figure or ns.csv.with_suffix(".png")))
+        if ns.figures_only:  # what a maintainer pastes into the README
+            print("\nFor the README:", *readme_lines(summary(read_rows(ns.csv))), sep="\n")
 
 
 if __name__ == "__main__":
